@@ -1,0 +1,1 @@
+//! The upgrade engine (being written).

@@ -1,0 +1,17 @@
+//! sluice's sans-IO core: everything that decides, and nothing that does IO.
+//!
+//! * [`spec`]: the user-facing upgrade strategy types (`UpdateStrategy`, …), shared by
+//!   the local fleet file and the Kubernetes `GracefulSet` resource, with validation.
+//! * [`rolling`]: Kubernetes' rolling-update arithmetic (`maxSurge` / `maxUnavailable`).
+//! * [`pacer`]: hands out eviction slots evenly in time, so connections leave at a set rate.
+//! * [`plan`]: time estimates for an upgrade before anyone runs it.
+//! * [`engine`]: the level-triggered upgrade engine `decide(&Spec, &Observed, now)`.
+//!
+//! Time is always passed in as a [`std::time::Duration`] since an origin the caller
+//! chooses, so tests drive a fake clock.
+
+pub mod engine;
+pub mod pacer;
+pub mod plan;
+pub mod rolling;
+pub mod spec;

@@ -1,0 +1,2 @@
+//! The `sluice` binary (being written).
+fn main() {}
