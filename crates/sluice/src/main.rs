@@ -1,2 +1,70 @@
-//! The `sluice` binary (being written).
-fn main() {}
+//! `sluice`: upgrade services that hold long-lived connections without a
+//! reconnect storm. One binary, one subcommand per job.
+
+mod plan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Upgrade services with long-lived connections without a reconnect storm.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Estimate an upgrade before running it.
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
+    /// The evacuating proxy: forwards TCP/MQTT connections and moves them off an
+    /// upstream at a chosen rate.
+    Proxy(sluice_proxy::ProxyArgs),
+    /// Load generator: play thousands of clients and record what they saw.
+    #[command(subcommand)]
+    Bench(sluice_bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line naming the flag; clap's usage hint follows on stderr only
+            // when asked for with --help.
+            let text = e.to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            eprintln!("{first}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Plan(cmd) => {
+            print!("{}", plan::run(cmd)?);
+            Ok(())
+        }
+        Command::Proxy(args) => runtime()?.block_on(sluice_proxy::run(args)).map_err(Into::into),
+        Command::Bench(cmd) => runtime()?.block_on(sluice_bench::run(cmd)).map_err(Into::into),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -1,0 +1,1 @@
+//! Test helpers of the bench tests (owned by whoever writes them).

@@ -1,0 +1,1 @@
+//! Test helpers of the proxy tests (owned by whoever writes them).
