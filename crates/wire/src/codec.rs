@@ -160,6 +160,18 @@ pub fn put_var_int(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&bytes[..len]);
 }
 
+/// Appends whatever `body` writes, preceded by its length as a variable
+/// byte integer (MQTT's remaining length and property length). The body
+/// must stay within [`VAR_INT_MAX`] bytes.
+pub fn put_var_int_prefixed(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    body(out);
+    let body_len = out.len() - start;
+    debug_assert!(body_len <= VAR_INT_MAX as usize);
+    let (len_bytes, n) = var_int_bytes(u32::try_from(body_len).unwrap_or(u32::MAX));
+    out.splice(start..start, len_bytes[..n].iter().copied());
+}
+
 /// Appends binary data with a two byte length prefix. Data longer than
 /// 65535 bytes cannot be described and is truncated to that length.
 pub fn put_binary(out: &mut Vec<u8>, data: &[u8]) {
@@ -205,7 +217,10 @@ mod tests {
 
     #[test]
     fn var_int_errors() {
-        assert_eq!(Reader::new(&[0x80, 0x80]).var_int(), Err(CodecError::Truncated));
+        assert_eq!(
+            Reader::new(&[0x80, 0x80]).var_int(),
+            Err(CodecError::Truncated)
+        );
         assert_eq!(
             Reader::new(&[0xff, 0xff, 0xff, 0xff, 0x01]).var_int(),
             Err(CodecError::VarIntTooLong)

@@ -208,7 +208,11 @@ mod tests {
 
     #[test]
     fn protocol_levels() {
-        for v in [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5] {
+        for v in [
+            ProtocolVersion::V31,
+            ProtocolVersion::V311,
+            ProtocolVersion::V5,
+        ] {
             assert_eq!(ProtocolVersion::from_level(v.level()), Some(v));
         }
         assert_eq!(ProtocolVersion::from_level(6), None);
