@@ -128,7 +128,8 @@ pub fn drain(propagation_seconds: &[u32], request_seconds: u32) -> Result<DrainP
     }
     let pre_stop: u64 = propagation_seconds.iter().map(|s| u64::from(*s)).sum();
     let grace = pre_stop + u64::from(request_seconds);
-    let too_long = |_| InvalidField::new("propagation", "the delays add up to more than u32 seconds");
+    let too_long =
+        |_| InvalidField::new("propagation", "the delays add up to more than u32 seconds");
     Ok(DrainPlan {
         propagation_seconds: propagation_seconds.to_vec(),
         pre_stop_seconds: u32::try_from(pre_stop).map_err(too_long)?,

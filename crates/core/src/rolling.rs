@@ -122,7 +122,11 @@ mod tests {
     use crate::spec::IntOrPercent::{Count, Percent};
     use proptest::prelude::*;
 
-    fn budget(replicas: i32, surge: crate::spec::IntOrPercent, unavailable: crate::spec::IntOrPercent) -> Budget {
+    fn budget(
+        replicas: i32,
+        surge: crate::spec::IntOrPercent,
+        unavailable: crate::spec::IntOrPercent,
+    ) -> Budget {
         Budget::new(
             replicas,
             &RollingUpdate {

@@ -312,9 +312,9 @@ impl std::str::FromStr for IntOrPercent {
             Some(d) => (d.trim(), true),
             None => (s, false),
         };
-        let n: i32 = digits
-            .parse()
-            .map_err(|_| format!("expected a whole number such as 3 or a percentage such as 25% (got {s:?})"))?;
+        let n: i32 = digits.parse().map_err(|_| {
+            format!("expected a whole number such as 3 or a percentage such as 25% (got {s:?})")
+        })?;
         Ok(if percent {
             IntOrPercent::Percent(n)
         } else {
@@ -410,9 +410,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_with_their_name() {
-        let err = serde_json::from_str::<UpdateStrategy>(r#"{"evacuationStrategy":{"connEvictRat":5}}"#)
-            .unwrap_err()
-            .to_string();
+        let err =
+            serde_json::from_str::<UpdateStrategy>(r#"{"evacuationStrategy":{"connEvictRat":5}}"#)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("connEvictRat"), "{err}");
     }
 
@@ -430,10 +431,12 @@ mod tests {
         assert_eq!(e.field, "rollingUpdate.maxSurge");
         assert!(e.to_string().contains("0% to 100% (got 150%)"), "{e}");
 
-        let mut s = UpdateStrategy::default();
-        s.rolling_update = RollingUpdate {
-            max_surge: IntOrPercent::Count(0),
-            max_unavailable: IntOrPercent::Percent(0),
+        let s = UpdateStrategy {
+            rolling_update: RollingUpdate {
+                max_surge: IntOrPercent::Count(0),
+                max_unavailable: IntOrPercent::Percent(0),
+            },
+            ..UpdateStrategy::default()
         };
         let e = s.validate().unwrap_err();
         assert!(e.to_string().contains("cannot both be 0"), "{e}");

@@ -40,7 +40,10 @@ fn main() -> ExitCode {
             // One line naming the flag; clap's usage hint follows on stderr only
             // when asked for with --help.
             let text = e.to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
             eprintln!("{first}");
             return ExitCode::from(2);
         }
@@ -60,11 +63,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             print!("{}", plan::run(cmd)?);
             Ok(())
         }
-        Command::Proxy(args) => runtime()?.block_on(sluice_proxy::run(args)).map_err(Into::into),
-        Command::Bench(cmd) => runtime()?.block_on(sluice_bench::run(cmd)).map_err(Into::into),
+        Command::Proxy(args) => runtime()?
+            .block_on(sluice_proxy::run(args))
+            .map_err(Into::into),
+        Command::Bench(cmd) => runtime()?
+            .block_on(sluice_bench::run(cmd))
+            .map_err(Into::into),
     }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

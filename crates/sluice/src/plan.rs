@@ -7,7 +7,9 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use sluice_core::plan::{self, BlueGreenPlan, DrainPlan};
 use sluice_core::rolling::{self, Budget, Step};
-use sluice_core::spec::{EvacuationStrategy, IntOrPercent, InvalidField, RollingUpdate, check_range};
+use sluice_core::spec::{
+    EvacuationStrategy, IntOrPercent, InvalidField, RollingUpdate, check_range,
+};
 
 /// What to estimate.
 #[derive(Debug, Subcommand)]
@@ -74,7 +76,12 @@ pub struct RollingArgs {
 pub struct DrainArgs {
     /// Seconds each cache between clients and the pod takes to forget it, comma
     /// separated (e.g. Eureka, Ribbon and the client: 30,30,30).
-    #[arg(long, value_delimiter = ',', required = true, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        allow_negative_numbers = true
+    )]
     propagation: Vec<i64>,
     /// Seconds the longest request may take to finish.
     #[arg(long, allow_negative_numbers = true)]
@@ -140,7 +147,11 @@ fn blue_green(a: &BlueGreenArgs) -> Result<String> {
         &evacuation,
     )
     .map_err(flag_error)?;
-    if a.json { to_json(&p) } else { Ok(blue_green_table(&p)) }
+    if a.json {
+        to_json(&p)
+    } else {
+        Ok(blue_green_table(&p))
+    }
 }
 
 fn blue_green_table(p: &BlueGreenPlan) -> String {
@@ -151,17 +162,36 @@ fn blue_green_table(p: &BlueGreenPlan) -> String {
     let _ = writeln!(
         out,
         "{:<5} {:>11} {:>9} {:>13} {:>15} {:>16} {:>17} {:>9}",
-        "node", "connections", "sessions", "health check", "evicting conns", "waiting takeover", "evicting sessions", "total"
+        "node",
+        "connections",
+        "sessions",
+        "health check",
+        "evicting conns",
+        "waiting takeover",
+        "evicting sessions",
+        "total"
     );
     for n in &p.nodes {
         let s = |i: usize| n.phases.get(i).map_or(0.0, |ph| ph.seconds);
         let _ = writeln!(
             out,
             "{:<5} {:>11} {:>9} {:>11.1} s {:>13.1} s {:>14.1} s {:>15.1} s {:>7.1} s",
-            n.node, n.connections, n.sessions, s(0), s(1), s(2), s(3), n.seconds
+            n.node,
+            n.connections,
+            n.sessions,
+            s(0),
+            s(1),
+            s(2),
+            s(3),
+            n.seconds
         );
     }
-    let _ = writeln!(out, "\ntotal {:.1} s ({:.1} min)", p.total_seconds, p.total_seconds / 60.0);
+    let _ = writeln!(
+        out,
+        "\ntotal {:.1} s ({:.1} min)",
+        p.total_seconds,
+        p.total_seconds / 60.0
+    );
     out
 }
 
@@ -198,9 +228,19 @@ fn rolling(a: &RollingArgs) -> Result<String> {
     }
     let mut out = format!(
         "replicas {}: maxSurge {} → {}, maxUnavailable {} → {}; at most {} instances, at least {} available\n\n",
-        p.replicas, a.max_surge, p.max_surge, a.max_unavailable, p.max_unavailable, p.max_pods, p.min_available
+        p.replicas,
+        a.max_surge,
+        p.max_surge,
+        a.max_unavailable,
+        p.max_unavailable,
+        p.max_pods,
+        p.min_available
     );
-    let _ = writeln!(out, "{:<6} {:>9} {:>11} {:>5} {:>5} {:>6} {:>10}", "round", "scale up", "scale down", "old", "new", "total", "available");
+    let _ = writeln!(
+        out,
+        "{:<6} {:>9} {:>11} {:>5} {:>5} {:>6} {:>10}",
+        "round", "scale up", "scale down", "old", "new", "total", "available"
+    );
     for s in &p.steps {
         let _ = writeln!(
             out,
@@ -214,24 +254,32 @@ fn rolling(a: &RollingArgs) -> Result<String> {
             s.available
         );
     }
-    out.push_str("\n(new instances become ready between rounds; available counts them once they are)\n");
+    out.push_str(
+        "\n(new instances become ready between rounds; available counts them once they are)\n",
+    );
     Ok(out)
 }
 
 fn drain(a: &DrainArgs) -> Result<String> {
     let seconds = |flag: &str, v: i64| {
-        u32::try_from(v).map_err(|_| anyhow::anyhow!("{flag}: must be a whole number of seconds ≥ 0 (got {v})"))
+        u32::try_from(v)
+            .map_err(|_| anyhow::anyhow!("{flag}: must be a whole number of seconds ≥ 0 (got {v})"))
     };
     let propagation = a
         .propagation
         .iter()
         .map(|v| seconds("--propagation", *v))
         .collect::<Result<Vec<_>>>()?;
-    let p: DrainPlan = plan::drain(&propagation, seconds("--request-time", a.request_time)?).map_err(flag_error)?;
+    let p: DrainPlan = plan::drain(&propagation, seconds("--request-time", a.request_time)?)
+        .map_err(flag_error)?;
     if a.json {
         return to_json(&p);
     }
-    let sum = propagation.iter().map(u32::to_string).collect::<Vec<_>>().join(" + ");
+    let sum = propagation
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(" + ");
     Ok(format!(
         "preStop: sleep {} s          ({sum}: until every cache has forgotten the pod)\n\
          terminationGracePeriodSeconds: {}   (preStop + {} s for the last request)\n",

@@ -1,1 +1,0 @@
-//! The upgrade engine (being written).

@@ -1,0 +1,445 @@
+//! The engine's inputs and outputs: what a platform observes, the actions it
+//! applies, and the status it publishes (the `GracefulSet` CRD status on Kubernetes).
+//!
+//! Times are [`Duration`]s since an origin the platform picks (the UNIX epoch on
+//! Kubernetes, the supervisor's start locally). In JSON they are seconds as a number
+//! with millisecond resolution; the engine only ever stores millisecond-aligned
+//! times, so a status survives a JSON round trip exactly.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{EvacuationStrategy, UpdateStrategy};
+
+/// What the user asked for: how many instances of which revision, and how to get there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    /// Desired number of instances (a negative number is treated as 0).
+    pub replicas: i32,
+    /// The desired revision: a hash of the instance template and version. Any change
+    /// starts an update; the same value again never retries an aborted one.
+    pub revision: String,
+    /// How the fleet moves from one revision to the next.
+    pub strategy: UpdateStrategy,
+}
+
+/// A snapshot of the world, as the platform sees it when it calls [`super::decide`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observed {
+    /// Every instance that exists, failed ones included, in any order.
+    pub instances: Vec<Instance>,
+    /// The status the engine returned last time (as published), `None` on first run.
+    #[serde(default)]
+    pub last_status: Option<Status>,
+    /// The user asked to abort the update in progress (an annotation, a control API
+    /// call). Level-triggered: platforms clear it once the status shows `Aborted`,
+    /// otherwise it also aborts the next update.
+    #[serde(default)]
+    pub abort_requested: bool,
+}
+
+/// One instance (a process behind its `sluice proxy`, or a pod) as observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    /// Unique name, as given in [`Action::Create`].
+    pub name: String,
+    /// The revision it runs.
+    pub revision: String,
+    /// When it was created.
+    #[serde(with = "secs")]
+    pub created_at: Duration,
+    /// Passes its readiness probe.
+    pub ready: bool,
+    /// Member of the serving set: the front (or Service) sends new connections to
+    /// instances that are `ready` and `serving`. New instances start not serving.
+    pub serving: bool,
+    /// Connections it holds now.
+    pub connections: u64,
+    /// Sessions it holds now (MQTT persistent sessions; 0 for stateless protocols).
+    pub sessions: u64,
+    /// Its evacuator's report, `None` when no evacuation runs (or `state: disabled`).
+    #[serde(default)]
+    pub evacuation: Option<NodeEvacuationStatus>,
+    /// The process exited or the pod failed: it will never serve again.
+    #[serde(default)]
+    pub failed: bool,
+}
+
+impl Instance {
+    /// An instance as it looks right after [`Action::Create`]: not ready, not
+    /// serving, empty.
+    pub fn new(
+        name: impl Into<String>,
+        revision: impl Into<String>,
+        created_at: Duration,
+    ) -> Instance {
+        Instance {
+            name: name.into(),
+            revision: revision.into(),
+            created_at,
+            ready: false,
+            serving: false,
+            connections: 0,
+            sessions: 0,
+            evacuation: None,
+            failed: false,
+        }
+    }
+
+    /// Its evacuator runs: it reports a state other than `disabled`.
+    pub fn evacuating(&self) -> bool {
+        self.evacuation
+            .as_ref()
+            .is_some_and(|e| e.state != EvacuationState::Disabled)
+    }
+
+    /// Its evacuation is finished: `prohibiting` with no connection left.
+    pub fn evacuated(&self) -> bool {
+        self.evacuation.as_ref().is_some_and(|e| {
+            e.state == EvacuationState::Prohibiting && e.stats.current_connected == 0
+        })
+    }
+
+    /// Not serving and holding nothing: deleting it disconnects nobody.
+    pub fn idle(&self) -> bool {
+        !self.serving && self.connections == 0 && self.sessions == 0
+    }
+}
+
+/// One thing for the platform to do. A decision's actions are applied in order;
+/// each is idempotent from the platform's side (deleting a missing instance, starting
+/// an evacuation that runs, or setting a flag to its value is a no-op).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "action",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Action {
+    /// Create an instance of `revision` named `name` (not serving until told).
+    Create {
+        /// The name the engine picked (`{revision prefix}-{lowest free index}`).
+        name: String,
+        /// The revision to run: the spec's, or during an abort the status'
+        /// `currentRevision`, so platforms keep that revision's template around.
+        revision: String,
+    },
+    /// Add an instance to (or remove it from) the set that receives new connections.
+    SetServing {
+        /// The instance.
+        name: String,
+        /// Whether it receives new connections.
+        serving: bool,
+    },
+    /// Start the instance's evacuator: it moves through `waiting_health_check →
+    /// evicting_conns → waiting_takeover → evicting_sessions → prohibiting`, evicting
+    /// at the given rates. The instance has been taken out of serving before.
+    StartEvacuation {
+        /// The instance.
+        name: String,
+        /// Rates and waits.
+        evacuation: EvacuationStrategy,
+    },
+    /// Stop the instance's evacuator (also a pause: the instance stays out of serving
+    /// and keeps the connections it still has).
+    StopEvacuation {
+        /// The instance.
+        name: String,
+    },
+    /// Delete the instance. Issued only for failed instances and ones that hold no
+    /// connection and no session, or whose evacuation finished.
+    Delete {
+        /// The instance.
+        name: String,
+    },
+}
+
+impl Action {
+    /// The instance the action is about.
+    pub fn name(&self) -> &str {
+        match self {
+            Action::Create { name, .. }
+            | Action::SetServing { name, .. }
+            | Action::StartEvacuation { name, .. }
+            | Action::StopEvacuation { name }
+            | Action::Delete { name } => name,
+        }
+    }
+}
+
+/// What [`super::decide`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    /// Apply these, in order.
+    pub actions: Vec<Action>,
+    /// Publish this, and pass it back as [`Observed::last_status`] next time.
+    pub status: Status,
+    /// Call again after this long at the latest (sooner on any event).
+    #[serde(with = "secs")]
+    pub requeue_after: Duration,
+}
+
+/// Where the fleet is. `Stable` and `Aborted` are at rest; the others move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// No update in progress: all instances on `currentRevision` (missing ones are
+    /// being created, failed ones replaced, extra ones evacuated).
+    #[default]
+    Stable,
+    /// BlueGreen: creating the new set and waiting until all of it is ready; the old
+    /// set still serves.
+    Provisioning,
+    /// BlueGreen: traffic switched to the new set; waiting `initialDelaySeconds`
+    /// before the first evacuation.
+    WaitingInitialDelay,
+    /// BlueGreen: evacuating old instances one at a time, most-connected first.
+    Evacuating,
+    /// Rolling: replacing instances within `maxSurge`/`maxUnavailable`.
+    Rolling,
+    /// Returning to `currentRevision`: the new revision's instances are evacuated
+    /// and deleted (see the `Progressing` condition for why).
+    Aborting,
+    /// Back on `currentRevision`; the update to `updateRevision` is abandoned until
+    /// the spec's revision changes.
+    Aborted,
+}
+
+/// The published status. Besides counts and conditions it carries the few facts
+/// the engine needs to stay stateless (times, the evacuation order).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Status {
+    /// Where the fleet is.
+    pub phase: Phase,
+    /// The revision the fleet was last entirely on (the one an abort returns to).
+    pub current_revision: String,
+    /// The spec's revision.
+    pub update_revision: String,
+    /// Instances that exist and have not failed.
+    pub replicas: i32,
+    /// Of those, ready.
+    pub ready_replicas: i32,
+    /// Of those, ready and serving.
+    pub serving_replicas: i32,
+    /// Instances on `updateRevision` (not failed).
+    pub updated_replicas: i32,
+    /// Of those, ready.
+    pub updated_ready_replicas: i32,
+    /// When the update to `updateRevision` started.
+    #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<f64>")]
+    pub update_started_at: Option<Duration>,
+    /// BlueGreen: when new connections were switched to which revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_switch: Option<TrafficSwitch>,
+    /// Since when the update waits for new instances to become ready with nothing
+    /// else moving; `progressDeadlineSeconds` counts from here.
+    #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<f64>")]
+    pub waiting_since: Option<Duration>,
+    /// Instances whose evacuation the engine started and which still exist; a
+    /// paused one is resumed before any other is started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evacuations: Vec<String>,
+    /// The running evacuations as their evacuators report them (EMQX's shape).
+    pub node_evacuations_status: Vec<NodeEvacuationStatus>,
+    /// `Available` and `Progressing`, Kubernetes style.
+    pub conditions: Vec<Condition>,
+}
+
+impl Status {
+    /// The condition of type `type_`, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+/// The moment new connections were switched to a revision (BlueGreen).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSwitch {
+    /// The revision that serves since.
+    pub revision: String,
+    /// When.
+    #[serde(with = "secs")]
+    #[schemars(with = "f64")]
+    pub at: Duration,
+}
+
+/// Condition type: enough instances serve (BlueGreen: `replicas`; Rolling:
+/// `replicas − maxUnavailable`).
+pub const AVAILABLE: &str = "Available";
+/// Condition type: the update moves (`True`) or was abandoned (`False`).
+pub const PROGRESSING: &str = "Progressing";
+
+/// The `reason`s of the engine's conditions.
+pub mod reason {
+    /// `Available=True`.
+    pub const MINIMUM_REPLICAS_SERVING: &str = "MinimumReplicasServing";
+    /// `Available=False`: fewer instances serve than the strategy's floor.
+    pub const MINIMUM_REPLICAS_UNAVAILABLE: &str = "MinimumReplicasUnavailable";
+    /// `Progressing=True`, phase `Stable`: the fleet is on the spec's revision.
+    pub const UPDATE_COMPLETE: &str = "UpdateComplete";
+    /// `Progressing=True`, phase `Provisioning`.
+    pub const PROVISIONING: &str = "Provisioning";
+    /// `Progressing=True`, phase `WaitingInitialDelay`.
+    pub const WAITING_INITIAL_DELAY: &str = "WaitingInitialDelay";
+    /// `Progressing=True`, phase `Evacuating`.
+    pub const EVACUATING: &str = "Evacuating";
+    /// `Progressing=True`, phase `Rolling`.
+    pub const ROLLING: &str = "Rolling";
+    /// `Progressing=True`: evacuation paused because fewer instances serve than the
+    /// floor (a new instance failed or turned unready); resumes when they are back.
+    pub const EVACUATION_PAUSED: &str = "EvacuationPaused";
+    /// `Progressing=False`: new instances did not become ready within
+    /// `progressDeadlineSeconds`; the update is aborted.
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    /// `Progressing=False`: the user aborted the update.
+    pub const USER_ABORTED: &str = "UserAborted";
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// [`AVAILABLE`] or [`PROGRESSING`].
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// One CamelCase word, from [`reason`].
+    pub reason: String,
+    /// For humans.
+    pub message: String,
+    /// When `status` last changed.
+    #[serde(with = "secs")]
+    #[schemars(with = "f64")]
+    pub last_transition_time: Duration,
+}
+
+/// A condition's truth value, spelled as Kubernetes does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// It does not.
+    False,
+    /// Nobody knows yet.
+    Unknown,
+}
+
+/// An evacuator's report on one node, in EMQX's shape and field names
+/// (`GET /api/v5/load_rebalance/global_status`, the EMQX Operator's
+/// `nodeEvacuationsStatus`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeEvacuationStatus {
+    /// The node (instance) being evacuated.
+    pub node: String,
+    /// Where its evacuation is.
+    pub state: EvacuationState,
+    /// Connection and session counts.
+    #[serde(default)]
+    pub stats: EvacuationStats,
+    /// Connections evicted per second.
+    #[serde(default)]
+    pub connection_eviction_rate: u64,
+    /// Sessions evicted per second.
+    #[serde(default)]
+    pub session_eviction_rate: u64,
+    /// EMQX: connections the node should end with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_goal: Option<u64>,
+    /// EMQX: sessions the node should end with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_goal: Option<u64>,
+    /// EMQX: the nodes that receive the evicted sessions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub session_recipients: Vec<String>,
+}
+
+/// The counts an evacuator reports (EMQX's `stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct EvacuationStats {
+    /// Connections when the evacuation started.
+    pub initial_connected: u64,
+    /// Connections now.
+    pub current_connected: u64,
+    /// Sessions when the evacuation started.
+    pub initial_sessions: u64,
+    /// Sessions now.
+    pub current_sessions: u64,
+}
+
+/// The states of an evacuation, EMQX's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EvacuationState {
+    /// Still accepting, so load balancers notice it leaves (`waitHealthCheck`).
+    WaitingHealthCheck,
+    /// Evicting connections at `connEvictRate`.
+    EvictingConns,
+    /// Connections gone; waiting `waitTakeover` for clients to take their sessions.
+    WaitingTakeover,
+    /// Evicting the remaining sessions at `sessEvictRate`.
+    EvictingSessions,
+    /// Done: refuses new connections, holds nothing; ready to be deleted.
+    Prohibiting,
+    /// No evacuation.
+    Disabled,
+}
+
+/// `Duration` as seconds (a JSON number), millisecond resolution.
+pub(crate) mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        from_f64(f64::deserialize(d)?).map_err(D::Error::custom)
+    }
+
+    /// Rounds to the millisecond, so that a value written by the engine reads back
+    /// exactly.
+    pub(crate) fn from_f64(seconds: f64) -> Result<Duration, String> {
+        let millis = (seconds * 1000.0).round();
+        if !(0.0..=1e15).contains(&millis) {
+            return Err(format!(
+                "expected a time in seconds from 0 to 1e12 (got {seconds})"
+            ));
+        }
+        Ok(Duration::from_millis(millis as u64))
+    }
+}
+
+/// `Option<Duration>` as seconds or absent.
+pub(crate) mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(super::secs::from_f64)
+            .transpose()
+            .map_err(D::Error::custom)
+    }
+}
