@@ -34,7 +34,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 ($2) never opened" >&2; for f in "$work"/*.log "$work"/*.err; do echo "== $f" >&2; cat "$f" >&2; done; exit 1; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 up=$(free_port); sp=$(free_port); admin=$(free_port); hp=$(free_port)
@@ -58,7 +58,7 @@ nginx -c "$work/nginx.conf" -e "$work/nginx.err" & pids+=($!)
 
 cat > "$work/haproxy.cfg" <<CONF
 global
-  maxconn 19000
+  maxconn 9800
 defaults
   mode tcp
   timeout connect 5s
@@ -68,13 +68,13 @@ frontend f
   bind 127.0.0.1:$hp
   default_backend b
 backend b
-  server s1 127.0.0.1:$up maxconn 19000
+  server s1 127.0.0.1:$up maxconn 9800
 CONF
 haproxy -f "$work/haproxy.cfg" -q & pids+=($!); hpid=$!
 
 "$sluice" proxy --listen "127.0.0.1:$sp" --upstream "nginx=127.0.0.1:$up" --admin "127.0.0.1:$admin" --protocol tcp >"$work/sluice.log" 2>&1 & pids+=($!); spid=$!
 
-wait_port "$up"; wait_port "$hp"; wait_port "$sp"
+wait_port "$up" nginx; wait_port "$hp" haproxy; wait_port "$sp" sluice
 
 declare -A best_rps best_p50 best_p99
 run_wrk() { # name port conns
