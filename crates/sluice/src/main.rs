@@ -26,6 +26,9 @@ enum Command {
     /// Load generator: play thousands of clients and record what they saw.
     #[command(subcommand)]
     Bench(sluice_bench::BenchCommand),
+    /// A sample MQTT broker (MQTT 3.1.1 and 5 on one port, embedded rumqttd) for
+    /// demos and tests, so they need nothing installed.
+    Broker(sluice_local::BrokerArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             .map_err(Into::into),
         Command::Bench(cmd) => runtime()?
             .block_on(sluice_bench::run(cmd))
+            .map_err(Into::into),
+        Command::Broker(args) => runtime()?
+            .block_on(sluice_local::serve_broker(args))
             .map_err(Into::into),
     }
 }

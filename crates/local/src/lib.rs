@@ -1,0 +1,48 @@
+//! `sluice-local`: the local platform's building blocks.
+//!
+//! * [`fleet`]: the fleet file (`fleet.yaml`) that says what `sluice up` runs,
+//!   parsed and validated with errors that name the field and its line.
+//! * [`process`]: supervising instance processes (spawn, log file, die with
+//!   sluice, graceful stop, readiness probes, free ports).
+//! * [`broker`]: `sluice broker`, the built-in sample MQTT broker the demo runs.
+//!
+//! The runner that ties them to the upgrade engine (`sluice up`, `sluice demo`)
+//! builds on these.
+
+// Not `forbid` (and so this crate's Cargo.toml spells out the workspace lints
+// instead of inheriting them): `process::pdeathsig` needs one `unsafe` block,
+// because the parent-death signal can only be set between fork and exec
+// (`pre_exec`), and `forbid` cannot be relaxed for a module. It is the only
+// unsafe code in sluice; every other module is still refused it.
+#![deny(unsafe_code)]
+
+pub mod broker;
+pub mod fleet;
+pub mod process;
+
+use std::net::SocketAddr;
+
+pub use broker::{BrokerArgs, run_broker, serve_broker};
+pub use fleet::{Fleet, FleetError};
+
+/// Errors of the local platform's commands.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The async runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The broker stopped (e.g. its port was in use).
+    #[error("MQTT broker on {listen}: {message}")]
+    Broker {
+        /// The address it listened on.
+        listen: SocketAddr,
+        /// What rumqttd reported.
+        message: String,
+    },
+    /// The fleet file is wrong.
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// An instance process failed.
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+}
