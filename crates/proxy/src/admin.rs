@@ -1,0 +1,294 @@
+//! The admin HTTP API: evacuation (EMQX's JSON), the serving set, probes and
+//! metrics. See docs/admin-api.md.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::body::{BadRequest, Fields, MAX_BODY};
+use crate::evacuation::{self, EvacParams};
+use crate::registry::Upstream;
+
+/// An error answer: a status and EMQX-like JSON `{code, message, field}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    field: Option<String>,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BadRequest> for ApiError {
+    fn from(e: BadRequest) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "BAD_REQUEST",
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            body["field"] = Value::String(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The routes, with bearer-token checking on everything but the probes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/upstreams", get(list_upstreams))
+        .route("/upstreams/{name}", get(get_upstream).put(put_upstream))
+        .route(
+            "/evacuation",
+            get(status_only).post(start_only).delete(stop_only),
+        )
+        .route(
+            "/upstreams/{name}/evacuation",
+            get(status_named).post(start_named).delete(stop_named),
+        )
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), auth));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"alive": true})) }))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no such endpoint; see docs/admin-api.md",
+            )
+        })
+        // One byte more than the limit, so that Fields::parse reports the size.
+        .layer(DefaultBodyLimit::max(MAX_BODY + 1))
+        .with_state(shared)
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let Some(token) = shared.args.admin_token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "send the admin token as `Authorization: Bearer TOKEN` (see --admin-token)",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// Compares without stopping at the first difference, so that response time does
+/// not reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let r = &shared.registry;
+    if r.ready() {
+        return (StatusCode::OK, Json(json!({"ready": true}))).into_response();
+    }
+    let why = if r.draining() {
+        "draining after SIGTERM"
+    } else {
+        "no upstream is serving, healthy and free of evacuation"
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"ready": false, "reason": why})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared.metrics().encode(),
+    )
+        .into_response()
+}
+
+fn upstream_view(u: &Upstream) -> Value {
+    json!({
+        "name": u.name,
+        "address": u.addr,
+        "serving": u.serving(),
+        "healthy": u.healthy(),
+        "connections": u.live(),
+        "sessions": u.sessions(),
+        "evacuation": u.evacuation_state().as_str(),
+    })
+}
+
+async fn list_upstreams(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(Value::Array(
+        shared
+            .registry
+            .upstreams()
+            .iter()
+            .map(|u| upstream_view(u))
+            .collect(),
+    ))
+}
+
+fn named<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<Upstream>, ApiError> {
+    shared.registry.get(name).ok_or_else(|| {
+        let known: Vec<&str> = shared
+            .registry
+            .upstreams()
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no upstream named {name:?}; known: {}", known.join(", ")),
+        )
+    })
+}
+
+fn only(shared: &Shared) -> Result<&Arc<Upstream>, ApiError> {
+    shared.registry.only().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            format!(
+                "this proxy has {} upstreams; use /upstreams/{{name}}/evacuation",
+                shared.registry.upstreams().len()
+            ),
+        )
+    })
+}
+
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        BadRequest::body(format!(
+            "request body could not be read ({e}); the limit is {MAX_BODY} bytes"
+        ))
+        .into()
+    })
+}
+
+async fn get_upstream(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(upstream_view(named(&shared, &name)?)).into_response())
+}
+
+async fn put_upstream(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let u = named(&shared, &name)?;
+    let raw = body(raw)?;
+    let mut fields = Fields::parse(&raw, &["serving"])?;
+    let serving = fields
+        .bool("serving")?
+        .ok_or_else(|| BadRequest::field("serving", "`serving` is required: true or false"))?;
+    u.set_serving(serving);
+    tracing::info!(upstream = %u.name, serving, "serving set changed");
+    Ok(Json(upstream_view(u)).into_response())
+}
+
+fn start(shared: &Shared, u: &Arc<Upstream>, raw: Result<Bytes, BytesRejection>) -> ApiResult {
+    let raw = body(raw)?;
+    let params = EvacParams::from_body(
+        &raw,
+        shared.args.mqtt5_evict,
+        shared.args.server_reference.as_deref(),
+    )?;
+    evacuation::start(u, params, shared.clock, &shared.registry.metrics)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "CONFLICT", e.to_string()))?;
+    Ok(Json(evacuation::status(u)).into_response())
+}
+
+fn stop(shared: &Shared, u: &Upstream) -> ApiResult {
+    evacuation::stop(u, &shared.registry.metrics);
+    Ok(Json(evacuation::status(u)).into_response())
+}
+
+async fn status_only(State(shared): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(evacuation::status(only(&shared)?)).into_response())
+}
+
+async fn start_only(
+    State(shared): State<Arc<Shared>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    start(&shared, only(&shared)?, raw)
+}
+
+async fn stop_only(State(shared): State<Arc<Shared>>) -> ApiResult {
+    stop(&shared, only(&shared)?)
+}
+
+async fn status_named(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    Ok(Json(evacuation::status(named(&shared, &name)?)).into_response())
+}
+
+async fn start_named(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    start(&shared, named(&shared, &name)?, raw)
+}
+
+async fn stop_named(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
+    stop(&shared, named(&shared, &name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,282 @@
+//! The data path: accept, recognise the protocol, pick an upstream, connect, copy
+//! both ways, and leave cleanly when evicted. One task per connection.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_wire::mqtt::ProtocolVersion;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::Shared;
+use crate::cli::ProtocolMode;
+use crate::copy::{Direction, close_gracefully};
+use crate::metrics::Protocol;
+use crate::mqtt::{
+    ConnectInfo, RefusalKind, Sniff, Tracker, classify, eviction_packet, normal_disconnect,
+    refusal_connack,
+};
+use crate::registry::{ConnControl, Upstream};
+
+/// How long a refused or rejected client gets to read our last words and close.
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
+/// Pause after an accept error, so that running out of file descriptors does not
+/// become a busy loop; connections in the backlog wait meanwhile.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line per this period about running out of file descriptors.
+const EMFILE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The accept loop. Never returns; errors are logged and backed off.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut last_emfile_log: Option<Instant> = None;
+    let mut emfile_count = 0u64;
+    loop {
+        match listener.accept().await {
+            Ok((client, _)) => {
+                tokio::spawn(handle(Arc::clone(&shared), client));
+            }
+            Err(e) => {
+                if out_of_files(&e) {
+                    emfile_count += 1;
+                    if last_emfile_log.is_none_or(|t| t.elapsed() >= EMFILE_LOG_EVERY) {
+                        tracing::warn!(
+                            error = %e,
+                            times = emfile_count,
+                            connections = shared.registry.total_live(),
+                            "cannot accept: out of file descriptors (each proxied connection \
+                             uses two; raise `ulimit -n` or spread clients over more proxies); \
+                             retrying"
+                        );
+                        last_emfile_log = Some(Instant::now());
+                        emfile_count = 0;
+                    }
+                } else {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// The process (or system) ran out of file descriptors or socket memory: a local
+/// condition, not the upstream's fault.
+fn out_of_files(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// What the first bytes of a connection turned out to be.
+enum Opening {
+    Mqtt { info: ConnectInfo, buf: Vec<u8> },
+    Tcp { buf: Vec<u8> },
+    Reject(String),
+}
+
+/// Reads the client's first bytes until they decide the protocol. `auto` treats a
+/// client that says nothing within the connect timeout as opaque TCP (a
+/// server-speaks-first protocol); `mqtt` closes it.
+async fn sniff(client: &mut TcpStream, mode: ProtocolMode, timeout: Duration) -> Opening {
+    if mode == ProtocolMode::Tcp {
+        return Opening::Tcp { buf: Vec::new() };
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = Vec::new();
+    loop {
+        match classify(&buf, mode) {
+            Sniff::Mqtt { info, .. } => return Opening::Mqtt { info, buf },
+            Sniff::Opaque => return Opening::Tcp { buf },
+            Sniff::Invalid(why) => return Opening::Reject(why),
+            Sniff::NeedMore => {}
+        }
+        buf.reserve(512);
+        match tokio::time::timeout_at(deadline, client.read_buf(&mut buf)).await {
+            Err(_) if buf.is_empty() && mode == ProtocolMode::Auto => {
+                return Opening::Tcp { buf };
+            }
+            Err(_) => return Opening::Reject(format!("no whole CONNECT within {timeout:?}")),
+            // A FIN after a prefix: in auto mode the prefix is someone's opaque
+            // bytes (the FIN is passed on by the copy); in mqtt mode it is junk.
+            Ok(Ok(0)) if !buf.is_empty() && mode == ProtocolMode::Auto => {
+                return Opening::Tcp { buf };
+            }
+            Ok(Ok(0)) => return Opening::Reject("closed before a whole CONNECT".into()),
+            Ok(Err(e)) => return Opening::Reject(format!("read error: {e}")),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
+    let args = &shared.args;
+    let _ = client.set_nodelay(true);
+    let (info, buf) = match sniff(&mut client, args.protocol, args.connect_timeout).await {
+        Opening::Mqtt { info, buf } => (Some(info), buf),
+        Opening::Tcp { buf } => (None, buf),
+        Opening::Reject(why) => {
+            tracing::debug!(%why, "closing a connection that is not MQTT");
+            close_gracefully(client, &[], REFUSAL_GRACE).await;
+            return;
+        }
+    };
+    let protocol = if info.is_some() {
+        Protocol::Mqtt
+    } else {
+        Protocol::Tcp
+    };
+    let version = info.as_ref().map(|i| i.version);
+    let refuse = |kind, reference: Option<String>| {
+        version.map_or_else(Vec::new, |v| {
+            refusal_connack(
+                v,
+                kind,
+                reference
+                    .or_else(|| args.server_reference.clone())
+                    .as_deref(),
+            )
+        })
+    };
+    let mut slot = match shared.registry.pick() {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            shared.metrics().refused(&refusal.upstream, refusal.reason);
+            let last = refuse(RefusalKind::GoElsewhere, refusal.server_reference);
+            close_gracefully(client, &last, REFUSAL_GRACE).await;
+            return;
+        }
+    };
+    let upstream = Arc::clone(slot.upstream());
+    let connect = tokio::time::timeout(
+        args.upstream_connect_timeout,
+        TcpStream::connect(upstream.addr.as_str()),
+    )
+    .await
+    .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")));
+    let server = match connect {
+        Ok(server) => server,
+        Err(e) => {
+            drop(slot);
+            let reason = if out_of_files(&e) {
+                "out_of_files"
+            } else {
+                tracing::warn!(upstream = %upstream.name, addr = %upstream.addr, error = %e, "upstream connect failed; marked unhealthy");
+                upstream.set_healthy(false);
+                spawn_probe(&shared, &upstream);
+                "upstream_unavailable"
+            };
+            shared.metrics().refused(&upstream.name, reason);
+            let last = refuse(RefusalKind::Unavailable, None);
+            close_gracefully(client, &last, REFUSAL_GRACE).await;
+            return;
+        }
+    };
+    upstream.set_healthy(true);
+    let _ = server.set_nodelay(true);
+    let control = shared.registry.register(&mut slot, protocol, info.as_ref());
+    drop(info);
+    let evicted = pipe(&shared, &upstream, client, server, &control, version, buf).await;
+    if let Some(reason) = evicted {
+        shared.metrics().evicted(&upstream.name, reason);
+    }
+    drop(slot);
+}
+
+/// Copies both ways until both directions are done; returns the eviction reason
+/// when the connection was evicted.
+async fn pipe(
+    shared: &Shared,
+    upstream: &Upstream,
+    mut client: TcpStream,
+    mut server: TcpStream,
+    control: &ConnControl,
+    version: Option<ProtocolVersion>,
+    opening: Vec<u8>,
+) -> Option<&'static str> {
+    let m = &upstream.metrics;
+    let mut c2u_tracker = version.map(|_| Tracker::new());
+    if let Some(t) = c2u_tracker.as_mut() {
+        t.observe(&opening);
+    }
+    if server.write_all(&opening).await.is_err() {
+        return None;
+    }
+    m.client_to_upstream.inc_by(opening.len() as u64);
+    drop(opening);
+
+    let (mut client_r, mut client_w) = client.split();
+    let (mut server_r, mut server_w) = server.split();
+    // The futures are built inside the select!: a future first bound to a local
+    // and then moved keeps its storage twice in this task's state.
+    let outcome = tokio::select! {
+        r = async {
+            tokio::try_join!(
+                Direction {
+                    src: &mut client_r,
+                    dst: &mut server_w,
+                    tracker: c2u_tracker,
+                    bytes: &m.client_to_upstream,
+                }
+                .run(control, |t| match (version, t) {
+                    // Tell the broker the client leaves normally, so that it does
+                    // not publish the will of a client that is only moving.
+                    (Some(v), Some(t)) if !t.failed() => (Some(normal_disconnect(v)), "close"),
+                    _ => (None, "close"),
+                }),
+                Direction {
+                    src: &mut server_r,
+                    dst: &mut client_w,
+                    tracker: version.map(|_| Tracker::new()),
+                    bytes: &m.upstream_to_client,
+                }
+                .run(control, |t| match (version, t, control.eviction()) {
+                    // Only after the CONNACK: a DISCONNECT before it breaks the
+                    // protocol.
+                    (Some(v), Some(t), Some(e)) if !t.failed() && t.packets() > 0 => {
+                        eviction_packet(e.mode, v, e.server_reference.as_deref())
+                    }
+                    _ => (None, "close"),
+                }),
+            )
+        } => r.ok().and_then(|(c, u)| u.or(c)),
+        () = async {
+            control.evicted().await;
+            tokio::time::sleep(shared.args.evict_grace).await;
+        } => None,
+    };
+    control.eviction().map(|_| outcome.unwrap_or("close"))
+}
+
+/// Probes an unhealthy upstream until a connect succeeds (one probe task per
+/// upstream at a time).
+fn spawn_probe(shared: &Arc<Shared>, upstream: &Arc<Upstream>) {
+    if !upstream.start_probing() {
+        return;
+    }
+    let (shared, upstream) = (Arc::clone(shared), Arc::clone(upstream));
+    tokio::spawn(async move {
+        loop {
+            while !upstream.healthy() {
+                tokio::time::sleep(shared.args.probe_interval).await;
+                let probe = tokio::time::timeout(
+                    shared.args.upstream_connect_timeout,
+                    TcpStream::connect(upstream.addr.as_str()),
+                )
+                .await;
+                if let Ok(Ok(stream)) = probe {
+                    drop(stream);
+                    tracing::info!(upstream = %upstream.name, "upstream reachable again");
+                    upstream.set_healthy(true);
+                }
+            }
+            upstream.stop_probing();
+            // A failure between the probe's success and the release above found
+            // the claim taken; take it back and go on probing.
+            if upstream.healthy() || !upstream.start_probing() {
+                break;
+            }
+        }
+    });
+}

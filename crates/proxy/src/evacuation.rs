@@ -1,0 +1,417 @@
+//! The evacuation of one upstream, EMQX's node evacuation as a state machine:
+//! `waiting_health_check → evicting_conns → waiting_takeover → evicting_sessions →
+//! prohibiting`, driven by a tokio task that takes its eviction slots from
+//! `sluice_core`'s pacer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_core::pacer::Pacer;
+use sluice_core::spec::{
+    DEFAULT_SESS_EVICT_RATE, DEFAULT_WAIT_HEALTH_CHECK, DEFAULT_WAIT_TAKEOVER, MAX_RATE,
+    MAX_SECONDS,
+};
+use tokio::task::AbortHandle;
+
+use crate::body::{BadRequest, Fields};
+use crate::cli::{EvictMode, check_host_port};
+use crate::metrics::Metrics;
+use crate::registry::{Eviction, Upstream, lock};
+
+/// Where an upstream's evacuation stands (EMQX's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvacState {
+    /// No evacuation: the upstream serves normally.
+    #[default]
+    Disabled,
+    /// Still accepting, while load balancers notice the upstream is leaving.
+    WaitingHealthCheck,
+    /// Refusing new connections and evicting open ones at the connection rate.
+    EvictingConns,
+    /// All connections gone; waiting for clients to take their sessions over.
+    WaitingTakeover,
+    /// Forgetting the sessions left, at the session rate (accounting only).
+    EvictingSessions,
+    /// Done; refusing new connections until the evacuation is stopped.
+    Prohibiting,
+}
+
+impl EvacState {
+    /// Every state, for the metric that has one series per state.
+    pub const ALL: [EvacState; 6] = [
+        EvacState::Disabled,
+        EvacState::WaitingHealthCheck,
+        EvacState::EvictingConns,
+        EvacState::WaitingTakeover,
+        EvacState::EvictingSessions,
+        EvacState::Prohibiting,
+    ];
+
+    /// EMQX's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvacState::Disabled => "disabled",
+            EvacState::WaitingHealthCheck => "waiting_health_check",
+            EvacState::EvictingConns => "evicting_conns",
+            EvacState::WaitingTakeover => "waiting_takeover",
+            EvacState::EvictingSessions => "evicting_sessions",
+            EvacState::Prohibiting => "prohibiting",
+        }
+    }
+
+    /// New connections are let through in this state.
+    pub fn accepts(self) -> bool {
+        matches!(self, EvacState::Disabled | EvacState::WaitingHealthCheck)
+    }
+}
+
+/// The parameters of one evacuation (the POST body, defaults filled in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvacParams {
+    /// Connections evicted per second.
+    pub conn_evict_rate: u32,
+    /// Sessions forgotten per second.
+    pub sess_evict_rate: u32,
+    /// Seconds between the last connection gone and session eviction.
+    pub wait_takeover: u32,
+    /// Seconds of still accepting before evicting.
+    pub wait_health_check: u32,
+    /// Server Reference sent to MQTT 5 clients with 0x9C.
+    pub server_reference: Option<String>,
+    /// What MQTT 5 clients are sent.
+    pub mqtt5_evict: EvictMode,
+}
+
+const FIELDS: &[&str] = &[
+    "conn_evict_rate",
+    "sess_evict_rate",
+    "wait_takeover",
+    "wait_health_check",
+    "server_reference",
+    "redirect_to",
+    "mqtt5_evict",
+];
+
+impl EvacParams {
+    /// Reads a `POST …/evacuation` body. Only `conn_evict_rate` is required; the
+    /// rest default to `sluice_core`'s EMQX-like defaults and the proxy's flags.
+    pub fn from_body(
+        bytes: &[u8],
+        default_mode: EvictMode,
+        default_reference: Option<&str>,
+    ) -> Result<EvacParams, BadRequest> {
+        let mut f = Fields::parse(bytes, FIELDS)?;
+        let rate = |f: &mut Fields, name| f.int(name, 1, MAX_RATE.into());
+        let secs = |f: &mut Fields, name| f.int(name, 0, MAX_SECONDS.into());
+        // The ranges above fit in u32, so the conversions cannot fail.
+        let small = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+        let conn_evict_rate = rate(&mut f, "conn_evict_rate")?.ok_or_else(|| {
+            BadRequest::field(
+                "conn_evict_rate",
+                format!("`conn_evict_rate` is required: connections to evict per second, from 1 to {MAX_RATE}"),
+            )
+        })?;
+        let sess_evict_rate =
+            rate(&mut f, "sess_evict_rate")?.unwrap_or(DEFAULT_SESS_EVICT_RATE.into());
+        let wait_takeover = secs(&mut f, "wait_takeover")?.unwrap_or(DEFAULT_WAIT_TAKEOVER.into());
+        let wait_health_check =
+            secs(&mut f, "wait_health_check")?.unwrap_or(DEFAULT_WAIT_HEALTH_CHECK.into());
+        let mut server_reference = None;
+        // `redirect_to` is EMQX's name for the same thing.
+        for field in ["server_reference", "redirect_to"] {
+            if let Some(r) = f.string(field)? {
+                check_host_port(&r)
+                    .map_err(|e| BadRequest::field(field, format!("`{field}`: {e}")))?;
+                server_reference = Some(r);
+            }
+        }
+        let mqtt5_evict = match f.string("mqtt5_evict")? {
+            None => default_mode,
+            Some(s) => EvictMode::parse(&s).ok_or_else(|| {
+                BadRequest::field(
+                    "mqtt5_evict",
+                    format!("`mqtt5_evict` must be \"disconnect-9c\", \"disconnect-8b\" or \"close\" (got {s:?})"),
+                )
+            })?,
+        };
+        Ok(EvacParams {
+            conn_evict_rate: small(conn_evict_rate),
+            sess_evict_rate: small(sess_evict_rate),
+            wait_takeover: small(wait_takeover),
+            wait_health_check: small(wait_health_check),
+            server_reference: server_reference.or_else(|| default_reference.map(str::to_owned)),
+            mqtt5_evict,
+        })
+    }
+}
+
+/// The shared part of an upstream's evacuation, read by the admin API and the
+/// accept path, written by the driver task.
+#[derive(Debug, Default)]
+pub struct Evacuation {
+    /// The current state.
+    pub state: EvacState,
+    /// The running (or finished, while prohibiting) evacuation's parameters.
+    pub params: Option<EvacParams>,
+    initial_connected: usize,
+    initial_sessions: usize,
+    task: Option<AbortHandle>,
+    /// Bumped by every start and stop, so that a driver task being aborted
+    /// cannot overwrite the state of a later evacuation (or of none).
+    generation: u64,
+}
+
+/// A second start while one runs.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {upstream} is already evacuating (state {}); stop it with DELETE first", state.as_str())]
+pub struct AlreadyRunning {
+    /// Which upstream.
+    pub upstream: String,
+    /// Its state.
+    pub state: EvacState,
+}
+
+/// The process clock the pacer is driven by: time since the proxy started.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    /// A clock starting now.
+    pub fn start() -> Clock {
+        Clock(Instant::now())
+    }
+
+    fn now(self) -> Duration {
+        self.0.elapsed()
+    }
+
+    async fn sleep_until(self, at: Duration) {
+        tokio::time::sleep_until((self.0 + at).into()).await;
+    }
+}
+
+/// Starts evacuating `upstream`; 409 material if one already runs.
+pub fn start(
+    upstream: &Arc<Upstream>,
+    params: EvacParams,
+    clock: Clock,
+    metrics: &Arc<Metrics>,
+) -> Result<(), AlreadyRunning> {
+    let mut evac = lock(&upstream.evacuation);
+    if evac.state != EvacState::Disabled {
+        return Err(AlreadyRunning {
+            upstream: upstream.name.clone(),
+            state: evac.state,
+        });
+    }
+    evac.generation += 1;
+    let generation = evac.generation;
+    evac.initial_connected = upstream.live();
+    evac.initial_sessions = upstream.sessions();
+    evac.params = Some(params.clone());
+    evac.state = EvacState::WaitingHealthCheck;
+    metrics.set_evacuation_state(&upstream.name, EvacState::WaitingHealthCheck);
+    tracing::info!(
+        upstream = %upstream.name,
+        conn_evict_rate = params.conn_evict_rate,
+        connections = evac.initial_connected,
+        "evacuation started"
+    );
+    let task = tokio::spawn(drive(
+        Arc::clone(upstream),
+        params,
+        clock,
+        Arc::clone(metrics),
+        generation,
+    ));
+    evac.task = Some(task.abort_handle());
+    Ok(())
+}
+
+/// Stops the evacuation (if any): the upstream accepts again. Connections already
+/// asked to leave still leave.
+pub fn stop(upstream: &Upstream, metrics: &Metrics) {
+    let mut evac = lock(&upstream.evacuation);
+    if let Some(task) = evac.task.take() {
+        task.abort();
+    }
+    if evac.state != EvacState::Disabled {
+        tracing::info!(upstream = %upstream.name, "evacuation stopped");
+    }
+    evac.generation += 1;
+    evac.state = EvacState::Disabled;
+    evac.params = None;
+    metrics.set_evacuation_state(&upstream.name, EvacState::Disabled);
+}
+
+/// Moves the evacuation of `generation` to `state`; false if it was stopped.
+fn set_state(upstream: &Upstream, metrics: &Metrics, generation: u64, state: EvacState) -> bool {
+    let mut evac = lock(&upstream.evacuation);
+    if evac.generation != generation {
+        return false;
+    }
+    evac.state = state;
+    if state == EvacState::Prohibiting {
+        evac.task = None;
+    }
+    metrics.set_evacuation_state(&upstream.name, state);
+    tracing::info!(upstream = %upstream.name, state = state.as_str(), "evacuation");
+    true
+}
+
+/// How often the driver looks again when it waits for connections that are
+/// closing (or being established) rather than for a pacer slot.
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+
+async fn drive(
+    upstream: Arc<Upstream>,
+    params: EvacParams,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    generation: u64,
+) {
+    let set = |state| set_state(&upstream, &metrics, generation, state);
+    tokio::time::sleep(Duration::from_secs(params.wait_health_check.into())).await;
+    if !set(EvacState::EvictingConns) {
+        return;
+    }
+    let eviction = Eviction {
+        mode: params.mqtt5_evict,
+        server_reference: params.server_reference.as_deref().map(Arc::from),
+    };
+    let mut pacer = Pacer::new(params.conn_evict_rate.into(), clock.now());
+    loop {
+        if upstream.pending() == 0 {
+            // Connections asked to leave are closing; ones accepted just before
+            // the state changed are being established and will show up pending.
+            if upstream.live() == 0 {
+                break;
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        } else if pacer.try_acquire(clock.now()) {
+            upstream.evict_oldest(&eviction);
+        } else {
+            clock.sleep_until(pacer.next_slot()).await;
+        }
+    }
+    if !set(EvacState::WaitingTakeover) {
+        return;
+    }
+    tokio::time::sleep(Duration::from_secs(params.wait_takeover.into())).await;
+    if !set(EvacState::EvictingSessions) {
+        return;
+    }
+    let mut pacer = Pacer::new(params.sess_evict_rate.into(), clock.now());
+    while upstream.sessions() > 0 {
+        if pacer.try_acquire(clock.now()) {
+            upstream.forget_one_session();
+        } else {
+            clock.sleep_until(pacer.next_slot()).await;
+        }
+    }
+    set(EvacState::Prohibiting);
+}
+
+/// EMQX's evacuation status shape for `GET …/evacuation`.
+pub fn status(upstream: &Upstream) -> Value {
+    let (current_connected, current_sessions) = (upstream.live(), upstream.sessions());
+    let evac = lock(&upstream.evacuation);
+    let p = evac.params.as_ref();
+    let running = evac.state != EvacState::Disabled;
+    json!({
+        "upstream": upstream.name,
+        "state": evac.state.as_str(),
+        "connection_eviction_rate": p.map_or(0, |p| p.conn_evict_rate),
+        "session_eviction_rate": p.map_or(0, |p| p.sess_evict_rate),
+        "wait_takeover": p.map_or(0, |p| p.wait_takeover),
+        "wait_health_check": p.map_or(0, |p| p.wait_health_check),
+        "server_reference": p.and_then(|p| p.server_reference.clone()),
+        "mqtt5_evict": p.map(|p| p.mqtt5_evict.as_str()),
+        "stats": {
+            "initial_connected": if running { evac.initial_connected } else { current_connected },
+            "current_connected": current_connected,
+            "initial_sessions": if running { evac.initial_sessions } else { current_sessions },
+            "current_sessions": current_sessions,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<EvacParams, BadRequest> {
+        EvacParams::from_body(body.as_bytes(), EvictMode::Disconnect8b, Some("d:1"))
+    }
+
+    #[test]
+    fn emqx_body_with_defaults_from_core() {
+        let p = parse(r#"{"conn_evict_rate": 200}"#).unwrap();
+        assert_eq!(p.conn_evict_rate, 200);
+        assert_eq!(p.sess_evict_rate, DEFAULT_SESS_EVICT_RATE as u32);
+        assert_eq!(p.wait_takeover, DEFAULT_WAIT_TAKEOVER as u32);
+        assert_eq!(p.wait_health_check, DEFAULT_WAIT_HEALTH_CHECK as u32);
+        assert_eq!(p.server_reference.as_deref(), Some("d:1"));
+        assert_eq!(p.mqtt5_evict, EvictMode::Disconnect8b);
+        let p = parse(
+            r#"{"conn_evict_rate": 200, "sess_evict_rate": 20, "wait_takeover": 5,
+                "wait_health_check": 0, "server_reference": "host:1883", "mqtt5_evict": "close"}"#,
+        )
+        .unwrap();
+        assert_eq!((p.sess_evict_rate, p.wait_takeover), (20, 5));
+        assert_eq!(p.server_reference.as_deref(), Some("host:1883"));
+        assert_eq!(p.mqtt5_evict, EvictMode::Close);
+    }
+
+    #[test]
+    fn bad_bodies_name_the_field() {
+        for (body, field, says) in [
+            ("{}", "conn_evict_rate", "required"),
+            (
+                r#"{"conn_evict_rate": 0}"#,
+                "conn_evict_rate",
+                "from 1 to 1000000 (got 0)",
+            ),
+            (
+                r#"{"conn_evict_rate": "x"}"#,
+                "conn_evict_rate",
+                "whole number",
+            ),
+            (
+                r#"{"conn_evict_rate": 1, "wait_takeover": -1}"#,
+                "wait_takeover",
+                "from 0 to 86400",
+            ),
+            (
+                r#"{"conn_evict_rate": 1, "conn_evict_rat": 1}"#,
+                "conn_evict_rat",
+                "unknown field",
+            ),
+            (
+                r#"{"conn_evict_rate": 1, "server_reference": "nohost"}"#,
+                "server_reference",
+                "HOST:PORT",
+            ),
+            (
+                r#"{"conn_evict_rate": 1, "mqtt5_evict": "kick"}"#,
+                "mqtt5_evict",
+                "disconnect-9c",
+            ),
+        ] {
+            let e = parse(body).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{body}: {e}");
+            assert!(e.message.contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn only_the_first_two_states_accept() {
+        let accepting: Vec<&str> = EvacState::ALL
+            .into_iter()
+            .filter(|s| s.accepts())
+            .map(EvacState::as_str)
+            .collect();
+        assert_eq!(accepting, ["disabled", "waiting_health_check"]);
+    }
+}

@@ -1,0 +1,141 @@
+//! The evacuating proxy behind `sluice proxy`.
+//!
+//! It forwards TCP and MQTT connections to one upstream (the Kubernetes sidecar)
+//! or several (a small balancing front), and empties an upstream at a chosen
+//! rate when asked through its admin API or on SIGTERM: MQTT 5 clients get a
+//! DISCONNECT between two packets, MQTT 3.x and TCP clients a clean close, and
+//! each reconnects by itself to wherever new connections go.
+//!
+//! Modules: [`cli`] (flags), [`conn`] (accept and the per-connection task),
+//! [`copy`] (half-close-correct copying that stops at packet boundaries),
+//! [`mqtt`] (CONNECT sniffing, boundaries, packets the proxy writes),
+//! [`registry`] (upstreams, connections, selection), [`evacuation`] (the state
+//! machine), [`admin`] (HTTP API), [`body`] (strict request bodies),
+//! [`metrics`], [`drain`] (SIGTERM).
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod conn;
+pub mod copy;
+pub mod drain;
+pub mod evacuation;
+pub mod metrics;
+pub mod mqtt;
+pub mod registry;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+pub use cli::ProxyArgs;
+
+use evacuation::Clock;
+use metrics::Metrics;
+use registry::Registry;
+
+/// What can stop the proxy from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The flags contradict each other.
+    #[error("{0}")]
+    Config(String),
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {addr} ({flag}): {source}")]
+    Bind {
+        /// The flag naming the address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// State shared by the accept loop, the connection tasks and the admin API.
+#[derive(Debug)]
+pub struct Shared {
+    /// The flags.
+    pub args: ProxyArgs,
+    /// Upstreams and connections.
+    pub registry: Registry,
+    /// The clock evictions are paced by.
+    pub clock: Clock,
+}
+
+impl Shared {
+    /// The metric families.
+    pub fn metrics(&self) -> &Metrics {
+        &self.registry.metrics
+    }
+}
+
+/// Runs the proxy until SIGTERM's drain is over or SIGINT.
+pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
+    init_logging();
+    let mut names = HashSet::new();
+    if let Some(dup) = args
+        .upstreams
+        .iter()
+        .find(|u| !names.insert(u.name.as_str()))
+    {
+        return Err(ProxyError::Config(format!(
+            "--upstream: the name {:?} is used twice; give each upstream its own NAME=ADDR",
+            dup.name
+        )));
+    }
+    let bind = |flag, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Bind { flag, addr, source })
+    };
+    let listener = bind("--listen", args.listen).await?;
+    let admin = bind("--admin", args.admin).await?;
+    let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ProxyError::Signals)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(Shared {
+        registry: Registry::new(&args.upstreams, metrics),
+        clock: Clock::start(),
+        args,
+    });
+    tracing::info!(
+        listen = %shared.args.listen,
+        admin = %shared.args.admin,
+        upstreams = ?shared.args.upstreams.iter().map(|u| format!("{}={}", u.name, u.addr)).collect::<Vec<_>>(),
+        protocol = ?shared.args.protocol,
+        mqtt5_evict = shared.args.mqtt5_evict.as_str(),
+        "sluice proxy started"
+    );
+    tokio::spawn(conn::serve(listener, Arc::clone(&shared)));
+    let router = admin::router(Arc::clone(&shared));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, router).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    tokio::select! {
+        _ = term.recv() => drain::drain(&shared, &mut term, &mut int).await,
+        _ = int.recv() => tracing::info!("SIGINT: exiting"),
+    }
+    Ok(())
+}
+
+/// Logs to stderr, `RUST_LOG` or `info` by default; a no-op when the binary
+/// already installed a subscriber.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

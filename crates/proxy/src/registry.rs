@@ -1,0 +1,509 @@
+//! The upstreams and the connections proxied to each: which upstream a new
+//! connection goes to, which connection is evicted next, and the session
+//! accounting of the evacuation status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::cli::{EvictMode, UpstreamArg};
+use crate::evacuation::{EvacState, Evacuation};
+use crate::metrics::{Metrics, Protocol, UpstreamMetrics};
+use crate::mqtt::ConnectInfo;
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data
+/// consistent, so a panic elsewhere must not take the proxy down.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How one connection is asked to leave.
+#[derive(Debug, Clone)]
+pub struct Eviction {
+    /// What an MQTT 5 client is sent.
+    pub mode: EvictMode,
+    /// The Server Reference for DISCONNECT 0x9C.
+    pub server_reference: Option<Arc<str>>,
+}
+
+/// The handle through which the evacuation asks one connection to leave; shared
+/// between the registry and the connection's task.
+#[derive(Debug, Default)]
+pub struct ConnControl {
+    eviction: OnceLock<Eviction>,
+    notify: Notify,
+}
+
+impl ConnControl {
+    /// Asks the connection to leave (once; later calls are ignored).
+    pub fn evict(&self, eviction: Eviction) {
+        let _ = self.eviction.set(eviction);
+        self.notify.notify_waiters();
+    }
+
+    /// The eviction, once asked for.
+    pub fn eviction(&self) -> Option<&Eviction> {
+        self.eviction.get()
+    }
+
+    /// Resolves when the connection is asked to leave.
+    pub async fn evicted(&self) -> &Eviction {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(e) = self.eviction.get() {
+                return e;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One upstream: its place in the serving set, its health, its connections.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Name in the admin API and metrics.
+    pub name: String,
+    /// HOST:PORT.
+    pub addr: String,
+    serving: AtomicBool,
+    healthy: AtomicBool,
+    probing: AtomicBool,
+    /// Connections counted against this upstream (being connected, open, or
+    /// closing after an eviction).
+    live: AtomicUsize,
+    /// Open connections not yet asked to leave, oldest first.
+    pending: Mutex<BTreeMap<u64, Arc<ConnControl>>>,
+    /// Client ids that asked for a persistent session on this upstream, with
+    /// when the session expires (`None`: while connected, or never).
+    sessions: Mutex<HashMap<String, Option<Instant>>>,
+    /// The evacuation state machine's shared part.
+    pub(crate) evacuation: Mutex<Evacuation>,
+    /// Hot-path metric handles.
+    pub metrics: UpstreamMetrics,
+}
+
+impl Upstream {
+    fn new(arg: &UpstreamArg, metrics: &Metrics) -> Upstream {
+        metrics.set_evacuation_state(&arg.name, EvacState::Disabled);
+        Upstream {
+            name: arg.name.clone(),
+            addr: arg.addr.clone(),
+            serving: AtomicBool::new(true),
+            healthy: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+            pending: Mutex::default(),
+            sessions: Mutex::default(),
+            evacuation: Mutex::default(),
+            metrics: metrics.upstream(&arg.name),
+        }
+    }
+
+    /// In the set that receives new connections.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+
+    /// Takes the upstream in or out of the serving set.
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::SeqCst);
+    }
+
+    /// Its last connect succeeded (or a probe since).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Records the outcome of a connect or probe.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Claims the right to run the health probe; false if one already runs.
+    pub fn start_probing(&self) -> bool {
+        !self.probing.swap(true, Ordering::SeqCst)
+    }
+
+    /// Releases the probe claim.
+    pub fn stop_probing(&self) {
+        self.probing.store(false, Ordering::SeqCst);
+    }
+
+    /// The evacuation state.
+    pub fn evacuation_state(&self) -> EvacState {
+        lock(&self.evacuation).state
+    }
+
+    /// Takes new connections as far as the evacuation is concerned.
+    pub fn accepting(&self) -> bool {
+        self.evacuation_state().accepts()
+    }
+
+    /// Current connections (`stats.current_connected`).
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// Open connections not yet asked to leave.
+    pub fn pending(&self) -> usize {
+        lock(&self.pending).len()
+    }
+
+    /// Asks the oldest connection not yet asked to leave; false if none is left.
+    pub fn evict_oldest(&self, eviction: &Eviction) -> bool {
+        let next = lock(&self.pending).pop_first();
+        match next {
+            Some((_, control)) => {
+                control.evict(eviction.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Persistent sessions believed to live on this upstream
+    /// (`stats.current_sessions`); expired ones are forgotten.
+    pub fn sessions(&self) -> usize {
+        let now = Instant::now();
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|_, expiry| expiry.is_none_or(|t| t > now));
+        sessions.len()
+    }
+
+    /// Forgets one session (the accounting side of `evicting_sessions`: the
+    /// proxy holds no session state to move); false if none is left.
+    pub fn forget_one_session(&self) -> bool {
+        let mut sessions = lock(&self.sessions);
+        let Some(id) = sessions.keys().next().cloned() else {
+            return false;
+        };
+        sessions.remove(&id);
+        true
+    }
+
+    fn session_opened(&self, client_id: &str, persistent: bool) {
+        let mut sessions = lock(&self.sessions);
+        if persistent {
+            sessions.insert(client_id.to_owned(), None);
+        } else {
+            sessions.remove(client_id);
+        }
+    }
+
+    fn session_taken_over(&self, client_id: &str) {
+        lock(&self.sessions).remove(client_id);
+    }
+
+    fn session_closed(&self, client_id: &str, expiry: Option<Duration>) {
+        if let Some(entry) = lock(&self.sessions).get_mut(client_id) {
+            *entry = expiry.map(|e| Instant::now() + e);
+        }
+    }
+}
+
+/// Why no upstream takes a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The `upstream` metric label: the only upstream's name, or "none".
+    pub upstream: String,
+    /// The `reason` metric label: `evacuating` or `not_serving`.
+    pub reason: &'static str,
+    /// The evacuation's Server Reference, if the only upstream has one.
+    pub server_reference: Option<String>,
+}
+
+/// All upstreams.
+#[derive(Debug)]
+pub struct Registry {
+    upstreams: Vec<Arc<Upstream>>,
+    next_id: AtomicU64,
+    draining: AtomicBool,
+    /// The metric families.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Registry {
+    /// Builds the upstreams of the `--upstream` flags (names already unique).
+    pub fn new(args: &[UpstreamArg], metrics: Arc<Metrics>) -> Registry {
+        Registry {
+            upstreams: args
+                .iter()
+                .map(|a| Arc::new(Upstream::new(a, &metrics)))
+                .collect(),
+            next_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// Every upstream, in flag order.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// The upstream called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// The upstream when there is exactly one (the sidecar case).
+    pub fn only(&self) -> Option<&Arc<Upstream>> {
+        match self.upstreams.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The process got SIGTERM.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Marks the process as draining (readiness fails from now on).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready for new connections: not draining, and some upstream serves,
+    /// accepts and is healthy.
+    pub fn ready(&self) -> bool {
+        !self.draining()
+            && self
+                .upstreams
+                .iter()
+                .any(|u| u.serving() && u.healthy() && u.evacuation_state() == EvacState::Disabled)
+    }
+
+    /// Connections over all upstreams.
+    pub fn total_live(&self) -> usize {
+        self.upstreams.iter().map(|u| u.live()).sum()
+    }
+
+    /// Chooses the upstream for a new connection: among those serving and
+    /// accepting, the healthy one with the fewest connections (an unhealthy one
+    /// only when none is healthy, since it may have come back). The slot counts
+    /// against the upstream from now on, so concurrent picks spread out.
+    pub fn pick(&self) -> Result<ConnSlot, Refusal> {
+        let candidates = || {
+            self.upstreams
+                .iter()
+                .filter(|u| u.serving() && u.accepting())
+        };
+        let chosen = candidates()
+            .filter(|u| u.healthy())
+            .min_by_key(|u| u.live())
+            .or_else(|| candidates().min_by_key(|u| u.live()));
+        match chosen {
+            Some(u) => {
+                u.live.fetch_add(1, Ordering::SeqCst);
+                Ok(ConnSlot {
+                    upstream: Arc::clone(u),
+                    registered: None,
+                })
+            }
+            None => Err(self.refusal()),
+        }
+    }
+
+    fn refusal(&self) -> Refusal {
+        let evacuating = self.upstreams.iter().any(|u| u.serving() && !u.accepting());
+        let only = self.only();
+        Refusal {
+            upstream: only.map_or_else(|| "none".to_owned(), |u| u.name.clone()),
+            reason: if evacuating {
+                "evacuating"
+            } else {
+                "not_serving"
+            },
+            server_reference: only.and_then(|u| {
+                lock(&u.evacuation)
+                    .params
+                    .as_ref()
+                    .and_then(|p| p.server_reference.clone())
+            }),
+        }
+    }
+
+    /// Records that the slot's connection is established; returns its eviction
+    /// handle. For MQTT, the client's session moves to this upstream (a client id
+    /// that reconnects here was taken over from wherever it was).
+    pub fn register(
+        &self,
+        slot: &mut ConnSlot,
+        protocol: Protocol,
+        connect: Option<&ConnectInfo>,
+    ) -> Arc<ConnControl> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let control = Arc::new(ConnControl::default());
+        lock(&slot.upstream.pending).insert(id, Arc::clone(&control));
+        slot.upstream.metrics.opened(protocol);
+        let mut session = None;
+        if let Some(info) = connect.filter(|i| !i.client_id.is_empty()) {
+            for u in &self.upstreams {
+                if Arc::ptr_eq(u, &slot.upstream) {
+                    u.session_opened(&info.client_id, info.persistent);
+                } else {
+                    u.session_taken_over(&info.client_id);
+                }
+            }
+            if info.persistent {
+                // v3 sessions and v5 0xFFFFFFFF never expire.
+                let expiry = match info.session_expiry {
+                    Some(s) if info.version.is_v5() && s != u32::MAX => {
+                        Some(Duration::from_secs(s.into()))
+                    }
+                    _ => None,
+                };
+                session = Some((info.client_id.clone(), expiry));
+            }
+        }
+        slot.registered = Some(Registered {
+            id,
+            protocol,
+            session,
+        });
+        control
+    }
+}
+
+#[derive(Debug)]
+struct Registered {
+    id: u64,
+    protocol: Protocol,
+    session: Option<(String, Option<Duration>)>,
+}
+
+/// A connection's place on its upstream; dropping it releases the place, so a
+/// connection is counted exactly as long as its task holds the slot.
+#[derive(Debug)]
+pub struct ConnSlot {
+    upstream: Arc<Upstream>,
+    registered: Option<Registered>,
+}
+
+impl ConnSlot {
+    /// The upstream this connection goes to.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let u = &self.upstream;
+        if let Some(r) = self.registered.take() {
+            lock(&u.pending).remove(&r.id);
+            u.metrics.closed(r.protocol);
+            if let Some((client_id, expiry)) = r.session {
+                u.session_closed(&client_id, expiry);
+            }
+        }
+        u.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_wire::mqtt::ProtocolVersion;
+
+    fn registry(names: &[&str]) -> Registry {
+        let args: Vec<UpstreamArg> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| UpstreamArg {
+                name: (*n).into(),
+                addr: format!("127.0.0.1:{}", 1000 + i),
+            })
+            .collect();
+        Registry::new(&args, Arc::new(Metrics::new()))
+    }
+
+    fn names(slots: &[ConnSlot]) -> Vec<&str> {
+        slots.iter().map(|s| s.upstream().name.as_str()).collect()
+    }
+
+    #[test]
+    fn picks_the_least_connected_serving_upstream() {
+        let r = registry(&["a", "b", "c"]);
+        r.get("c").unwrap().set_serving(false);
+        let slots: Vec<ConnSlot> = (0..4).map(|_| r.pick().unwrap()).collect();
+        assert_eq!(names(&slots), ["a", "b", "a", "b"]);
+        r.get("b").unwrap().set_healthy(false);
+        assert_eq!(r.pick().unwrap().upstream().name, "a", "healthy first");
+        r.get("a").unwrap().set_serving(false);
+        assert_eq!(
+            r.pick().unwrap().upstream().name,
+            "b",
+            "unhealthy beats nothing"
+        );
+        drop(slots);
+        assert_eq!(r.total_live(), 0, "slots release their place");
+    }
+
+    #[test]
+    fn refuses_with_a_reason_when_nothing_serves() {
+        let r = registry(&["a"]);
+        r.get("a").unwrap().set_serving(false);
+        let e = r.pick().unwrap_err();
+        assert_eq!((e.upstream.as_str(), e.reason), ("a", "not_serving"));
+        r.get("a").unwrap().set_serving(true);
+        lock(&r.get("a").unwrap().evacuation).state = EvacState::EvictingConns;
+        assert_eq!(r.pick().unwrap_err().reason, "evacuating");
+        assert!(!r.ready());
+        lock(&r.get("a").unwrap().evacuation).state = EvacState::WaitingHealthCheck;
+        assert!(
+            r.pick().is_ok(),
+            "still accepting while load balancers catch up"
+        );
+        let r2 = registry(&["a", "b"]);
+        r2.get("a").unwrap().set_serving(false);
+        r2.get("b").unwrap().set_serving(false);
+        assert_eq!(r2.pick().unwrap_err().upstream, "none");
+    }
+
+    #[test]
+    fn evicts_oldest_first_and_counts_sessions() {
+        let r = registry(&["a", "b"]);
+        let info = |id: &str, persistent| ConnectInfo {
+            version: ProtocolVersion::V311,
+            client_id: id.into(),
+            persistent,
+            session_expiry: None,
+        };
+        r.get("b").unwrap().set_serving(false);
+        let mut s1 = r.pick().unwrap();
+        let c1 = r.register(&mut s1, Protocol::Mqtt, Some(&info("p", true)));
+        let mut s2 = r.pick().unwrap();
+        let c2 = r.register(&mut s2, Protocol::Tcp, None);
+        let a = Arc::clone(r.get("a").unwrap());
+        assert_eq!((a.live(), a.pending(), a.sessions()), (2, 2, 1));
+        let ev = Eviction {
+            mode: EvictMode::Close,
+            server_reference: None,
+        };
+        assert!(a.evict_oldest(&ev));
+        assert!(c1.eviction().is_some() && c2.eviction().is_none());
+        drop(s1);
+        assert_eq!(
+            (a.live(), a.sessions()),
+            (1, 1),
+            "the session outlives the connection"
+        );
+        // The client comes back through b: its session was taken over.
+        r.get("b").unwrap().set_serving(true);
+        r.get("a").unwrap().set_serving(false);
+        let mut s3 = r.pick().unwrap();
+        r.register(&mut s3, Protocol::Mqtt, Some(&info("p", true)));
+        assert_eq!((a.sessions(), r.get("b").unwrap().sessions()), (0, 1));
+        assert!(a.evict_oldest(&ev));
+        assert!(!a.evict_oldest(&ev));
+        assert!(r.get("b").unwrap().forget_one_session());
+        assert_eq!(r.get("b").unwrap().sessions(), 0);
+    }
+}
