@@ -19,11 +19,13 @@
 pub mod broker;
 pub mod fleet;
 pub mod process;
+pub mod up;
 
 use std::net::SocketAddr;
 
 pub use broker::{BrokerArgs, run_broker, serve_broker};
 pub use fleet::{Fleet, FleetError};
+pub use up::{AbortArgs, ApplyArgs, StatusArgs, UpArgs, run_abort, run_apply, run_status, run_up};
 
 /// Errors of the local platform's commands.
 #[derive(Debug, thiserror::Error)]

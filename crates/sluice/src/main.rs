@@ -29,6 +29,17 @@ enum Command {
     /// A sample MQTT broker (MQTT 3.1.1 and 5 on one port, embedded rumqttd) for
     /// demos and tests, so they need nothing installed.
     Broker(sluice_local::BrokerArgs),
+    /// Run a fleet in the foreground: instances behind their evacuators and a front
+    /// listener, upgraded by the engine when its spec changes.
+    Up(sluice_local::UpArgs),
+    /// Hand a changed fleet file to the running fleet (a new revision starts the upgrade).
+    Apply(sluice_local::ApplyArgs),
+    /// Print the running fleet's phase, revisions and instances.
+    Status(sluice_local::StatusArgs),
+    /// Stop the running upgrade and return traffic to the old revision.
+    Abort(sluice_local::AbortArgs),
+    /// Run a whole graceful upgrade under load on this machine and report the promises.
+    Demo(sluice_demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +85,21 @@ fn run(command: Command) -> anyhow::Result<()> {
             .map_err(Into::into),
         Command::Broker(args) => runtime()?
             .block_on(sluice_local::serve_broker(args))
+            .map_err(Into::into),
+        Command::Up(args) => runtime()?
+            .block_on(sluice_local::run_up(args))
+            .map_err(Into::into),
+        Command::Apply(args) => runtime()?
+            .block_on(sluice_local::run_apply(args))
+            .map_err(Into::into),
+        Command::Status(args) => runtime()?
+            .block_on(sluice_local::run_status(args))
+            .map_err(Into::into),
+        Command::Abort(args) => runtime()?
+            .block_on(sluice_local::run_abort(args))
+            .map_err(Into::into),
+        Command::Demo(args) => runtime()?
+            .block_on(sluice_demo::run(args))
             .map_err(Into::into),
     }
 }
