@@ -39,7 +39,8 @@ pub const MAX_SECONDS: i32 = 86_400;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateStrategy {
-    /// `BlueGreen` (a full new set, then evacuate the old one) or `Rolling`.
+    /// `BlueGreen` (a full new set, then evacuate the old one) or `Rolling`
+    /// (`Naive` exists only for comparison, see [`StrategyType::Naive`]).
     #[serde(rename = "type", default)]
     pub kind: StrategyType,
     /// Seconds between "new set ready and serving" and the first evacuation.
@@ -56,7 +57,7 @@ pub struct UpdateStrategy {
     pub progress_deadline_seconds: i32,
 }
 
-/// The two upgrade strategies.
+/// The upgrade strategies: the two sluice offers, and one it exists to prevent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum StrategyType {
     /// Bring up a full new set, switch traffic, evacuate old instances one at a time.
@@ -65,6 +66,14 @@ pub enum StrategyType {
     /// Replace instances a few at a time within `maxSurge`/`maxUnavailable`,
     /// evacuating each old instance before it is deleted.
     Rolling,
+    /// **For comparison only — not an upgrade strategy to use.** The plain rolling
+    /// restart Kubernetes does for a StatefulSet: delete one old instance outright
+    /// (no evacuation: its clients are cut and reconnect wherever they can, often
+    /// to the next old instance, which cuts them again), create its replacement,
+    /// wait until it is ready, then the next one. Capacity dips to `replicas − 1`
+    /// at every step. It exists so that `sluice demo` can show what sluice
+    /// prevents; see `docs/demo.md`.
+    Naive,
 }
 
 /// The pace at which an old instance is emptied (EMQX's node evacuation).

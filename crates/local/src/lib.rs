@@ -5,9 +5,8 @@
 //! * [`process`]: supervising instance processes (spawn, log file, die with
 //!   sluice, graceful stop, readiness probes, free ports).
 //! * [`broker`]: `sluice broker`, the built-in sample MQTT broker the demo runs.
-//!
-//! The runner that ties them to the upgrade engine (`sluice up`, `sluice demo`)
-//! builds on these.
+//! * [`up`]: `sluice up` (the runner that ties them to the upgrade engine, the
+//!   front and the control API) and `sluice apply|status|abort`.
 
 // Not `forbid` (and so this crate's Cargo.toml spells out the workspace lints
 // instead of inheriting them): `process::pdeathsig` needs one `unsafe` block,
@@ -25,7 +24,10 @@ use std::net::SocketAddr;
 
 pub use broker::{BrokerArgs, run_broker, serve_broker};
 pub use fleet::{Fleet, FleetError};
-pub use up::{AbortArgs, ApplyArgs, StatusArgs, UpArgs, run_abort, run_apply, run_status, run_up};
+pub use up::{
+    AbortArgs, ApplyArgs, DEFAULT_ADMIN, StatusArgs, UpArgs, run_abort, run_apply, run_status,
+    run_up,
+};
 
 /// Errors of the local platform's commands.
 #[derive(Debug, thiserror::Error)]
@@ -47,4 +49,26 @@ pub enum LocalError {
     /// An instance process failed.
     #[error(transparent)]
     Process(#[from] process::ProcessError),
+    /// `sluice up` cannot start (the message says why and what to do).
+    #[error("{0}")]
+    Up(String),
+    /// The control API's address cannot be listened on.
+    #[error(
+        "--admin {addr}: cannot listen: {source}; is another `sluice up` running? choose another address with --admin"
+    )]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `sluice apply|status|abort` found no fleet.
+    #[error("no fleet answers on {addr}: is `sluice up` running?")]
+    NoFleet {
+        /// The control API address tried.
+        addr: SocketAddr,
+    },
+    /// The running fleet refused the request.
+    #[error("{0}")]
+    Control(String),
 }

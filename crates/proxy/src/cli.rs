@@ -2,6 +2,7 @@
 //! is reported by clap with the flag's name and the expected shape.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_core::spec::{MAX_RATE, MAX_SECONDS};
@@ -9,9 +10,17 @@ use sluice_core::spec::{MAX_RATE, MAX_SECONDS};
 /// Flags of `sluice proxy`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProxyArgs {
-    /// Address clients connect to, e.g. 0.0.0.0:1883.
+    /// Address clients connect to, e.g. 0.0.0.0:1883. Optional with
+    /// `--accept-unix`; at least one of the two is needed.
     #[arg(long, value_name = "ADDR")]
-    pub listen: SocketAddr,
+    pub listen: Option<SocketAddr>,
+
+    /// Also (or only) take connections handed over as file descriptors on a Unix
+    /// socket at PATH (SCM_RIGHTS, one byte per descriptor): how `sluice up`'s
+    /// front gives each new connection to this instance's evacuator without
+    /// holding it. A stale file at PATH is removed first.
+    #[arg(long, value_name = "PATH")]
+    pub accept_unix: Option<PathBuf>,
 
     /// An upstream as HOST:PORT or NAME=HOST:PORT; repeat for several. Without a
     /// NAME the upstream is named after its address. With several, each new

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use sluice_wire::mqtt::ProtocolVersion;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::Shared;
 use crate::cli::ProtocolMode;
 use crate::copy::{Direction, close_gracefully};
+use crate::handoff;
 use crate::metrics::Protocol;
 use crate::mqtt::{
     ConnectInfo, RefusalKind, Sniff, Tracker, classify, eviction_packet, normal_disconnect,
@@ -55,6 +56,54 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                     tracing::debug!(error = %e, "accept failed");
                 }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// The `--accept-unix` loop: accepts the supervisor's connections on the Unix
+/// socket and serves each. Never returns; errors are logged and backed off.
+pub async fn serve_unix(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(receive_handoffs(stream, Arc::clone(&shared)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on the --accept-unix socket failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Takes the connections one supervisor hands over until it hangs up; each is
+/// served exactly like one accepted on `--listen`.
+async fn receive_handoffs(stream: UnixStream, shared: Arc<Shared>) {
+    loop {
+        let fds = match handoff::recv(&stream).await {
+            Ok(Some(fds)) => fds,
+            Ok(None) => return,
+            Err(e) if out_of_files(&e) => {
+                // The descriptor in flight is lost (the client sees a close);
+                // the next ones may fit again.
+                tracing::warn!(error = %e, "cannot receive a handed-over connection: out of file descriptors");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "handed-over connection stream failed; dropping it");
+                return;
+            }
+        };
+        for fd in fds {
+            match handoff::into_tcp(fd) {
+                Ok(client) => {
+                    tokio::spawn(handle(Arc::clone(&shared), client));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "handed-over descriptor is not a connected TCP socket")
+                }
             }
         }
     }

@@ -11,7 +11,8 @@
 //! [`mqtt`] (CONNECT sniffing, boundaries, packets the proxy writes),
 //! [`registry`] (upstreams, connections, selection), [`evacuation`] (the state
 //! machine), [`admin`] (HTTP API), [`body`] (strict request bodies),
-//! [`metrics`], [`drain`] (SIGTERM).
+//! [`metrics`], [`drain`] (SIGTERM), [`handoff`] (connections handed over as
+//! file descriptors on a Unix socket, `--accept-unix`).
 
 pub mod admin;
 pub mod body;
@@ -20,6 +21,7 @@ pub mod conn;
 pub mod copy;
 pub mod drain;
 pub mod evacuation;
+pub mod handoff;
 pub mod metrics;
 pub mod mqtt;
 pub mod registry;
@@ -50,6 +52,14 @@ pub enum ProxyError {
         flag: &'static str,
         /// The address.
         addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `--accept-unix` socket could not be bound.
+    #[error("cannot listen on the Unix socket {} (--accept-unix): {source}", path.display())]
+    BindUnix {
+        /// The path.
+        path: std::path::PathBuf,
         /// Why.
         source: std::io::Error,
     },
@@ -95,7 +105,21 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
             .await
             .map_err(|source| ProxyError::Bind { flag, addr, source })
     };
-    let listener = bind("--listen", args.listen).await?;
+    if args.listen.is_none() && args.accept_unix.is_none() {
+        return Err(ProxyError::Config(
+            "give --listen ADDR (clients connect there), --accept-unix PATH (connections \
+             are handed over on a Unix socket), or both"
+                .to_owned(),
+        ));
+    }
+    let listener = match args.listen {
+        Some(addr) => Some(bind("--listen", addr).await?),
+        None => None,
+    };
+    let unix = match &args.accept_unix {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
     let admin = bind("--admin", args.admin).await?;
     let mut term = signal(SignalKind::terminate()).map_err(ProxyError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ProxyError::Signals)?;
@@ -107,14 +131,20 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
         args,
     });
     tracing::info!(
-        listen = %shared.args.listen,
+        listen = ?shared.args.listen,
+        accept_unix = ?shared.args.accept_unix,
         admin = %shared.args.admin,
         upstreams = ?shared.args.upstreams.iter().map(|u| format!("{}={}", u.name, u.addr)).collect::<Vec<_>>(),
         protocol = ?shared.args.protocol,
         mqtt5_evict = shared.args.mqtt5_evict.as_str(),
         "sluice proxy started"
     );
-    tokio::spawn(conn::serve(listener, Arc::clone(&shared)));
+    if let Some(listener) = listener {
+        tokio::spawn(conn::serve(listener, Arc::clone(&shared)));
+    }
+    if let Some(unix) = unix {
+        tokio::spawn(conn::serve_unix(unix, Arc::clone(&shared)));
+    }
     let router = admin::router(Arc::clone(&shared));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {
@@ -126,6 +156,21 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
         _ = int.recv() => tracing::info!("SIGINT: exiting"),
     }
     Ok(())
+}
+
+/// Binds the `--accept-unix` listener, removing a stale socket file first (a
+/// previous run that was killed leaves it behind).
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, ProxyError> {
+    let err = |source| ProxyError::BindUnix {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    tokio::net::UnixListener::bind(path).map_err(err)
 }
 
 /// Logs to stderr, `RUST_LOG` or `info` by default; a no-op when the binary

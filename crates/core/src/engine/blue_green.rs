@@ -21,6 +21,7 @@ pub(super) fn plan(ctx: &Ctx<'_>, fleet: &Fleet<'_>) -> Plan {
         phase: Phase::Stable,
         traffic_switch: None,
         timer: None,
+        kill: Vec::new(),
     };
     if !fleet.in_progress(ctx) {
         return plan;

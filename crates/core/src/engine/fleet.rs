@@ -119,6 +119,9 @@ pub(super) struct Plan {
     pub traffic_switch: Option<TrafficSwitch>,
     /// Time until a timer fires (the initial delay's end).
     pub timer: Option<Duration>,
+    /// Instances to delete outright, connections and all (`Naive` only; empty for
+    /// the real strategies, which only ever delete what is evacuated or idle).
+    pub kill: Vec<String>,
 }
 
 /// The result of one convergence round.
@@ -152,10 +155,15 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
     let plan = match ctx.spec.strategy.kind {
         StrategyType::BlueGreen => super::blue_green::plan(ctx, &fleet),
         StrategyType::Rolling => super::rolling::plan(ctx, &fleet),
+        StrategyType::Naive => super::naive::plan(ctx, &fleet),
     };
     let mut acts = Actions::new(ctx.instances);
     for f in &fleet.failed {
         acts.delete(f);
+    }
+    let killed = |i: &Instance| plan.kill.contains(&i.name);
+    for k in fleet.live.iter().filter(|i| killed(i)) {
+        acts.delete(k);
     }
     for _ in 0..plan.create {
         acts.create(ctx.target);
@@ -177,10 +185,11 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
     let serving = fleet
         .live
         .iter()
-        .filter(|i| i.ready && acts.serving(i))
+        .filter(|i| i.ready && acts.serving(i) && !killed(i))
         .count();
     let mut candidates: Vec<(&Instance, bool)> = fleet.old.iter().map(|i| (*i, false)).collect();
     candidates.extend(fleet.surplus.iter().map(|i| (*i, true)));
+    candidates.retain(|(i, _)| !killed(i));
     let policy = Policy {
         budget: serving.saturating_sub(plan.floor),
         max_active: plan.max_active,
@@ -205,7 +214,12 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
         floor: plan.floor,
         in_progress,
         paused: !plan.hold && serving < plan.floor && retired.remaining > 0,
-        blocked: in_progress && ready < wanted && retired.running.is_empty(),
+        // A kill is progress too (Naive): the progress deadline counts from the
+        // last one.
+        blocked: in_progress
+            && ready < wanted
+            && retired.running.is_empty()
+            && plan.kill.is_empty(),
         wanted,
         ready,
         serving,

@@ -45,7 +45,8 @@
 //! ([`Action::StartEvacuation`]; the evacuator paces evictions); it is deleted once
 //! its evacuator reports `prohibiting` with no connection, or it holds no
 //! connection and no session while not serving. No instance holding connections or
-//! sessions is deleted unless it failed. Evacuations run only while at least the
+//! sessions is deleted unless it failed (or under the comparison-only `Naive`
+//! strategy, below). Evacuations run only while at least the
 //! strategy's *floor* of instances are ready and serving, and none is started that
 //! would take the count below it; below the floor, running evacuations are stopped
 //! ([`Action::StopEvacuation`]: a pause, the instance stays out of serving) and
@@ -70,7 +71,20 @@
 //! (several at once) while the floor holds. An evacuating old instance does not count
 //! as serving. `initialDelaySeconds` does not apply.
 //!
-//! # `Stable`
+//! # Naive (comparison only; floor: `replicas − 1`)
+//!
+//! Not an upgrade strategy to use: the plain rolling restart Kubernetes does for a
+//! StatefulSet, so that `sluice demo` can show what the two strategies above
+//! prevent. It is the one exception to "evacuate, then delete": when every target
+//! instance is ready and none is missing, the next old (or extra) instance — not
+//! ready ones first, then the newest, highest name first — is **deleted outright**
+//! ([`Action::Delete`] while it holds connections: its clients are cut) and its
+//! replacement created in the same decision; the next one goes once the
+//! replacement is ready. Nothing is evacuated, new instances serve once ready,
+//! old ones serve until deleted, so capacity dips to `replicas − 1` at each step and
+//! cut clients often land on an old instance that is cut next. Phase `Rolling`;
+//! each deletion restarts the progress deadline's clock; aborts work as above.
+//!
 //!
 //! Create missing instances, replace failed ones (delete, then create under the
 //! lowest free name), retire extra ones (not ready first, then least connected),
@@ -123,6 +137,7 @@
 
 mod blue_green;
 mod fleet;
+mod naive;
 mod rolling;
 mod types;
 
@@ -135,6 +150,7 @@ pub use types::{
     reason,
 };
 
+use crate::spec::StrategyType;
 use fleet::{Ctx, Outcome, converge};
 
 /// How long to wait before looking again when nothing moves.
@@ -370,6 +386,15 @@ fn progressing(
             true,
             reason::EVACUATING,
             format!("evacuating {}", running(out)),
+        ),
+        (None, _) if spec.strategy.kind == StrategyType::Naive => (
+            true,
+            reason::ROLLING,
+            format!(
+                "{} of {} instances of {target} ready; deleting old instances one at a \
+                 time without evacuation (naive, for comparison only)",
+                out.ready, out.wanted
+            ),
         ),
         (None, _) => (
             true,

@@ -30,5 +30,6 @@ pub(super) fn plan(ctx: &Ctx<'_>, fleet: &Fleet<'_>) -> Plan {
         },
         traffic_switch: None,
         timer: None,
+        kill: Vec::new(),
     }
 }

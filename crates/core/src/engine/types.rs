@@ -152,7 +152,9 @@ pub enum Action {
         name: String,
     },
     /// Delete the instance. Issued only for failed instances and ones that hold no
-    /// connection and no session, or whose evacuation finished.
+    /// connection and no session, or whose evacuation finished — except under the
+    /// comparison-only [`crate::spec::StrategyType::Naive`], which deletes old
+    /// instances with their clients.
     Delete {
         /// The instance.
         name: String,

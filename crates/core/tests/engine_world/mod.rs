@@ -64,6 +64,9 @@ pub struct Client {
     pub evictions: u32,
     /// Disconnected because its instance failed.
     pub drops: u32,
+    /// Disconnected because its instance was deleted while it held the client
+    /// (only the comparison-only `Naive` strategy does that).
+    pub cuts: u32,
 }
 
 /// The world.
@@ -182,7 +185,8 @@ impl World {
             .count()
     }
 
-    /// The strategy's floor: BlueGreen `replicas`, Rolling `replicas − maxUnavailable`.
+    /// The strategy's floor: BlueGreen `replicas`, Rolling `replicas − maxUnavailable`,
+    /// Naive `replicas − 1`.
     pub fn floor(&self) -> usize {
         let r = self.spec.replicas;
         let floor = match self.spec.strategy.kind {
@@ -190,6 +194,7 @@ impl World {
             StrategyType::Rolling => {
                 Budget::new(r, &self.spec.strategy.rolling_update).min_available()
             }
+            StrategyType::Naive => (r - 1).max(0),
         };
         usize::try_from(floor).unwrap()
     }
@@ -410,6 +415,13 @@ impl World {
                     self.violate(format!("{live} instances > maxPods {}", b.max_pods()));
                 }
             }
+            StrategyType::Naive => {
+                // One at a time, no surge.
+                let live = self.instances.values().filter(|i| !i.failed).count();
+                if live > usize::try_from(self.spec.replicas).unwrap() {
+                    self.violate(format!("naive runs {live} instances (no surge)"));
+                }
+            }
             StrategyType::BlueGreen => {}
         }
     }
@@ -469,7 +481,8 @@ impl World {
             Action::StopEvacuation { .. } => inst.evac = None,
             Action::Delete { .. } => {
                 let inst = self.instances.remove(&name).unwrap();
-                if !inst.failed && (!inst.clients.is_empty() || inst.sessions > 0) {
+                let naive = self.spec.strategy.kind == StrategyType::Naive;
+                if !naive && !inst.failed && (!inst.clients.is_empty() || inst.sessions > 0) {
                     self.violate(format!(
                         "deleted {name} with {} connections and {} sessions",
                         inst.clients.len(),
@@ -478,6 +491,9 @@ impl World {
                 }
                 for c in &inst.clients {
                     self.clients[*c].on = None;
+                    if !inst.failed {
+                        self.clients[*c].cuts += 1;
+                    }
                 }
                 self.deleted.push(inst);
             }
