@@ -1,0 +1,165 @@
+//! The control API of `sluice up` (axum): `GET /status`, `PUT /spec`,
+//! `POST /abort`, `GET /metrics`, `GET /healthz`. See docs/up.md.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::{Value, json};
+use sluice_core::engine::Phase;
+
+use super::Shared;
+use crate::fleet::{Fleet, FleetError};
+
+/// The largest fleet file accepted.
+const MAX_SPEC: usize = 1 << 20;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { axum::Json(json!({"alive": true})) }))
+        .route("/status", get(status))
+        .route("/spec", put(put_spec))
+        .route("/abort", post(abort))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see docs/up.md (GET /status, PUT /spec, POST /abort, GET /metrics, GET /healthz)",
+                None,
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_SPEC))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": message, "field": field})),
+    )
+        .into_response()
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.status_view()).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = shared.lock().metrics.clone();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The field a fleet error is about: the path of an invalid field, or the one
+/// the parser's message starts with.
+pub(crate) fn error_field(e: &FleetError) -> Option<String> {
+    if let Some(f) = e.field() {
+        return Some(f.to_owned());
+    }
+    if let FleetError::Syntax { message, .. } = e {
+        if let Some(rest) = message.split("unknown field `").nth(1) {
+            return rest.split('`').next().map(str::to_owned);
+        }
+        if let Some(rest) = message.split("missing field `").nth(1) {
+            return rest.split('`').next().map(str::to_owned);
+        }
+        let head = message.split(": ").next().unwrap_or("");
+        if !head.is_empty() && !head.contains(' ') && head != message {
+            return Some(head.to_owned());
+        }
+    }
+    None
+}
+
+async fn put_spec(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "spec: the body is not UTF-8 text; send the fleet YAML",
+            None,
+        );
+    };
+    let fleet = match Fleet::from_yaml_str(text, "spec") {
+        Ok(f) => f,
+        Err(e) => {
+            let field = error_field(&e);
+            return error(StatusCode::BAD_REQUEST, &e.to_string(), field.as_deref());
+        }
+    };
+    let mut c = shared.lock();
+    for (field, old, new) in [
+        ("name", c.fleet.name.clone(), fleet.name.clone()),
+        (
+            "listen",
+            c.fleet.listen.to_string(),
+            fleet.listen.to_string(),
+        ),
+    ] {
+        if old != new {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "spec: {field}: cannot change from {old:?} to {new:?} while the fleet runs; \
+                     stop `sluice up` and start it with the new file"
+                ),
+                Some(field),
+            );
+        }
+    }
+    let revision = fleet.revision();
+    let upgrade = revision != c.fleet.revision();
+    let same = serde_json::to_value(&fleet).ok() == serde_json::to_value(&c.fleet).ok();
+    if !same {
+        c.fleets.insert(revision.clone(), fleet.clone());
+        c.fleet = fleet;
+    }
+    drop(c);
+    shared.wake.notify_one();
+    axum::Json(json!({"revision": revision, "changed": !same, "upgrade": upgrade})).into_response()
+}
+
+async fn abort(State(shared): State<Arc<Shared>>) -> Response {
+    let mut c = shared.lock();
+    let phase = c.status.as_ref().map(|s| s.phase);
+    let at_rest = phase.is_none_or(|p| matches!(p, Phase::Stable | Phase::Aborted));
+    if at_rest {
+        let phase = phase.map_or_else(|| "starting".to_owned(), |p| format!("{p:?}"));
+        return error(
+            StatusCode::CONFLICT,
+            &format!("no upgrade in progress (phase {phase}); nothing to abort"),
+            None,
+        );
+    }
+    c.abort_requested = true;
+    drop(c);
+    shared.wake.notify_one();
+    (StatusCode::ACCEPTED, axum::Json(json!({"aborting": true}))).into_response()
+}
+
+/// The `GET /status` body.
+pub(crate) fn status_view(shared: &Shared) -> Value {
+    let c = shared.lock();
+    let mut v = c
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_else(|| json!({}));
+    if let Value::Object(map) = &mut v {
+        map.insert("fleet".into(), json!(c.fleet.name));
+        map.insert("listen".into(), json!(c.fleet.listen.to_string()));
+        map.insert("abortRequested".into(), json!(c.abort_requested));
+        map.insert("runDir".into(), json!(c.run_dir.display().to_string()));
+        map.insert("instances".into(), Value::Array(c.instances.clone()));
+    }
+    v
+}

@@ -1,0 +1,369 @@
+//! One instance of the fleet: the app process and its evacuator (`sluice proxy
+//! --accept-unix`), both supervised, and what was last observed of them.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_core::engine::{self, EvacuationStats, NodeEvacuationStatus};
+use sluice_core::spec::EvacuationStrategy;
+
+use super::http;
+use crate::fleet::{Fleet, InstanceVars, Protocol};
+use crate::process::{Probe, ProbeError, SpawnSpec, Supervised, free_port};
+
+/// How long one admin call to an evacuator may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_millis(800);
+/// How often a ready app is probed again (a not yet ready one: every tick).
+const REPROBE_READY: Duration = Duration::from_secs(1);
+/// How long an evacuator gets to drain on SIGTERM before SIGKILL (its own
+/// `--drain-timeout` is shorter).
+const EVACUATOR_GRACE: Duration = Duration::from_secs(15);
+/// The evacuator's `--drain-timeout`.
+const EVACUATOR_DRAIN_TIMEOUT: &str = "10";
+
+/// A running (or failed) instance.
+#[derive(Debug)]
+pub(crate) struct Inst {
+    pub name: String,
+    pub revision: String,
+    pub created_at: Duration,
+    pub port: u16,
+    pub admin: SocketAddr,
+    pub socket: PathBuf,
+    pub app: Option<Supervised>,
+    pub evacuator: Option<Supervised>,
+    pub app_pid: Option<u32>,
+    pub evacuator_pid: Option<u32>,
+    probe: Option<Probe>,
+    grace: Duration,
+    pub serving: bool,
+    app_ready: bool,
+    last_probe: Option<Instant>,
+    evacuator_ok: bool,
+    pub connections: u64,
+    pub sessions: u64,
+    pub evacuation: Option<NodeEvacuationStatus>,
+    /// Why it failed, once it has.
+    pub failure: Option<String>,
+}
+
+/// What one observation of an instance found (gathered concurrently, then
+/// applied).
+#[derive(Debug)]
+pub(crate) struct Seen {
+    pub name: String,
+    evac: Result<Value, String>,
+    probe: Option<Result<(), ProbeError>>,
+}
+
+impl Inst {
+    /// Starts the app and its evacuator. A failure to start is not an error of
+    /// `sluice up`: the instance is reported failed and the engine replaces it.
+    pub(crate) async fn start(
+        fleet: &Fleet,
+        name: &str,
+        revision: &str,
+        created_at: Duration,
+        run_dir: &Path,
+        exe: &Path,
+    ) -> Inst {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ports = (|| {
+            let port = free_port(loopback)?;
+            let admin = free_port(loopback)?;
+            let probe = if fleet.app.uses_probe_port() {
+                Some(free_port(loopback)?)
+            } else {
+                None
+            };
+            std::io::Result::Ok((port, admin, probe))
+        })();
+        let socket = socket_path(run_dir, name);
+        let mut inst = Inst {
+            name: name.to_owned(),
+            revision: revision.to_owned(),
+            created_at,
+            port: 0,
+            admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            socket,
+            app: None,
+            evacuator: None,
+            app_pid: None,
+            evacuator_pid: None,
+            probe: None,
+            grace: Duration::from_secs(
+                u64::try_from(fleet.app.termination_grace_period_seconds).unwrap_or(0),
+            ),
+            serving: false,
+            app_ready: false,
+            last_probe: None,
+            evacuator_ok: false,
+            connections: 0,
+            sessions: 0,
+            evacuation: None,
+            failure: None,
+        };
+        let (port, admin_port, probe_port) = match ports {
+            Ok(p) => p,
+            Err(e) => {
+                inst.failure = Some(format!("no free port: {e}"));
+                return inst;
+            }
+        };
+        inst.port = port;
+        inst.admin = SocketAddr::from((Ipv4Addr::LOCALHOST, admin_port));
+        let vars = InstanceVars {
+            port,
+            probe_port,
+            instance: name.to_owned(),
+            revision: revision.to_owned(),
+        };
+        inst.probe = Some(fleet.app.probe(&vars));
+        let rendered = match fleet.app.render(&vars) {
+            Ok(r) => r,
+            Err(e) => {
+                inst.failure = Some(format!("{}: {}", e.field, e.problem));
+                return inst;
+            }
+        };
+        // `sluice` as the program is this very binary, so the built-in broker
+        // works without sluice on PATH.
+        let program = if rendered.program == "sluice" {
+            exe.display().to_string()
+        } else {
+            rendered.program
+        };
+        let app = SpawnSpec {
+            program,
+            args: rendered.args,
+            env: rendered.env,
+            log_file: run_dir.join(format!("{name}.log")),
+        };
+        match Supervised::spawn(&app).await {
+            Ok(p) => {
+                inst.app_pid = Some(p.pid());
+                inst.app = Some(p);
+            }
+            Err(e) => {
+                inst.failure = Some(format!("cannot start the app: {e}"));
+                return inst;
+            }
+        }
+        let protocol = match fleet.protocol {
+            Protocol::Mqtt => "mqtt",
+            Protocol::Tcp => "tcp",
+        };
+        let evacuator = SpawnSpec {
+            program: exe.display().to_string(),
+            args: [
+                "proxy",
+                "--accept-unix",
+                &inst.socket.display().to_string(),
+                "--upstream",
+                &format!("{name}=127.0.0.1:{port}"),
+                "--admin",
+                &inst.admin.to_string(),
+                "--protocol",
+                protocol,
+                "--drain-delay",
+                "0",
+                "--drain-timeout",
+                EVACUATOR_DRAIN_TIMEOUT,
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            env: Default::default(),
+            log_file: run_dir.join(format!("{name}.evacuator.log")),
+        };
+        match Supervised::spawn(&evacuator).await {
+            Ok(p) => {
+                inst.evacuator_pid = Some(p.pid());
+                inst.evacuator = Some(p);
+            }
+            Err(e) => inst.failure = Some(format!("cannot start its evacuator: {e}")),
+        }
+        inst
+    }
+
+    /// Whether its processes run; notes a failure when one exited by itself.
+    pub(crate) fn check_alive(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
+        for (what, process) in [("app", &mut self.app), ("evacuator", &mut self.evacuator)] {
+            let Some(p) = process else { continue };
+            if let Ok(Some(status)) = p.try_status() {
+                self.failure = Some(format!(
+                    "its {what} exited by itself ({status}); see {}",
+                    p.log_file().display()
+                ));
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    pub(crate) fn ready(&self) -> bool {
+        !self.failed() && self.app_ready && self.evacuator_ok
+    }
+
+    /// What to ask this tick: the evacuator's status always, the app's readiness
+    /// when not yet ready or not probed for a while. Runs without `self`.
+    pub(crate) fn observation(&self) -> impl Future<Output = Seen> + Send + 'static {
+        let name = self.name.clone();
+        let admin = self.admin;
+        let probe = self.probe.clone().filter(|_| {
+            !self.app_ready || self.last_probe.is_none_or(|t| t.elapsed() >= REPROBE_READY)
+        });
+        async move {
+            let evac = async {
+                let r = http::request(admin, "GET", "/evacuation", None, ADMIN_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status != 200 {
+                    return Err(format!("GET /evacuation answered {}", r.status));
+                }
+                serde_json::from_str::<Value>(&r.body).map_err(|e| e.to_string())
+            };
+            let probe = async {
+                match &probe {
+                    Some(p) => Some(p.check(Duration::from_millis(500)).await),
+                    None => None,
+                }
+            };
+            let (evac, probe) = tokio::join!(evac, probe);
+            Seen { name, evac, probe }
+        }
+    }
+
+    /// Applies what an observation found.
+    pub(crate) fn update(&mut self, seen: Seen) {
+        if let Some(result) = seen.probe {
+            self.app_ready = result.is_ok();
+            self.last_probe = Some(Instant::now());
+        }
+        match seen.evac {
+            Ok(v) => {
+                self.evacuator_ok = true;
+                let stats: EvacuationStats =
+                    serde_json::from_value(v["stats"].clone()).unwrap_or_default();
+                self.connections = stats.current_connected;
+                self.sessions = stats.current_sessions;
+                let state = serde_json::from_value::<engine::EvacuationState>(v["state"].clone())
+                    .unwrap_or(engine::EvacuationState::Disabled);
+                self.evacuation =
+                    (state != engine::EvacuationState::Disabled).then(|| NodeEvacuationStatus {
+                        node: self.name.clone(),
+                        state,
+                        stats,
+                        connection_eviction_rate: v["connection_eviction_rate"]
+                            .as_u64()
+                            .unwrap_or(0),
+                        session_eviction_rate: v["session_eviction_rate"].as_u64().unwrap_or(0),
+                        connection_goal: None,
+                        session_goal: None,
+                        session_recipients: Vec::new(),
+                    });
+            }
+            Err(_) => self.evacuator_ok = false,
+        }
+    }
+
+    /// The engine's view of it.
+    pub(crate) fn observed(&self) -> engine::Instance {
+        engine::Instance {
+            name: self.name.clone(),
+            revision: self.revision.clone(),
+            created_at: self.created_at,
+            ready: self.ready(),
+            serving: self.serving,
+            connections: self.connections,
+            sessions: self.sessions,
+            evacuation: self.evacuation.clone(),
+            failed: self.failed(),
+        }
+    }
+
+    /// The control API's view of it.
+    pub(crate) fn view(&self) -> Value {
+        json!({
+            "name": self.name,
+            "revision": self.revision,
+            "appPid": self.app_pid,
+            "evacuatorPid": self.evacuator_pid,
+            "port": self.port,
+            "adminAddr": self.admin.to_string(),
+            "ready": self.ready(),
+            "serving": self.serving,
+            "failed": self.failed(),
+            "failure": self.failure,
+            "connections": self.connections,
+            "sessions": self.sessions,
+            "evacuation": self.evacuation,
+        })
+    }
+
+    /// `POST /evacuation` on its evacuator.
+    pub(crate) async fn start_evacuation(&self, e: &EvacuationStrategy) -> Result<(), String> {
+        let body = json!({
+            "conn_evict_rate": e.conn_evict_rate,
+            "sess_evict_rate": e.sess_evict_rate,
+            "wait_takeover": e.wait_takeover,
+            "wait_health_check": e.wait_health_check,
+        })
+        .to_string();
+        let r = http::request(
+            self.admin,
+            "POST",
+            "/evacuation",
+            Some(body.as_bytes()),
+            ADMIN_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        // 409: one already runs, which is what was asked.
+        match r.status {
+            200 | 409 => Ok(()),
+            s => Err(format!("POST /evacuation answered {s}: {}", r.body)),
+        }
+    }
+
+    /// `DELETE /evacuation` on its evacuator.
+    pub(crate) async fn stop_evacuation(&self) -> Result<(), String> {
+        let r = http::request(self.admin, "DELETE", "/evacuation", None, ADMIN_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.status {
+            200 => Ok(()),
+            s => Err(format!("DELETE /evacuation answered {s}: {}", r.body)),
+        }
+    }
+
+    /// Stops it for good: the evacuator first (SIGTERM: it evicts what is left
+    /// at its drain rate and exits; SIGKILL after a grace), then the app
+    /// (SIGTERM, `terminationGracePeriodSeconds`, SIGKILL).
+    pub(crate) async fn stop(mut self) {
+        if let Some(mut e) = self.evacuator.take() {
+            let _ = e.stop(EVACUATOR_GRACE).await;
+        }
+        if let Some(mut a) = self.app.take() {
+            let _ = a.stop(self.grace).await;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// `<run dir>/<name>.sock`, or a shorter path under /tmp when that one would
+/// not fit in a Unix socket address (108 bytes).
+fn socket_path(run_dir: &Path, name: &str) -> PathBuf {
+    let path = run_dir.join(format!("{name}.sock"));
+    if path.as_os_str().len() < 100 {
+        return path;
+    }
+    PathBuf::from(format!("/tmp/sluice-{}-{name}.sock", std::process::id()))
+}

@@ -1,0 +1,188 @@
+//! `sluice up` end to end: three built-in brokers behind their evacuators and
+//! the fd-handing front, 300 MQTT clients, a blue-green upgrade through
+//! `sluice apply`, `sluice status`, and a clean stop (SIGTERM, and SIGKILL with
+//! the parent-death signal) that leaves no process behind.
+
+mod support;
+mod up_support;
+
+use std::time::Duration;
+
+use support::bench_extra::{BenchRun, read_json};
+use support::proxy_extra::{http, metric};
+use support::wait_until;
+use up_support::{
+    Up, alive, children, connections, fleet_yaml, instances, pids, total_connections,
+};
+
+const STRATEGY: &str = "updateStrategy:\n  type: BlueGreen\n  initialDelaySeconds: 1\n  \
+                        evacuationStrategy:\n    connEvictRate: 200\n    waitTakeover: 0\n";
+
+#[test]
+fn up_spreads_clients_upgrades_blue_green_and_stops_cleanly() {
+    let mut up = Up::start(&fleet_yaml(3, "1", STRATEGY));
+    let first = up.wait_stable(3, Duration::from_secs(30));
+    let old_revision = first["currentRevision"].as_str().unwrap().to_owned();
+    assert_eq!(first["fleet"], "test");
+    assert_eq!(first["listen"], up.listen.to_string());
+
+    // `sluice status --json` says the same.
+    let out = up.cli(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["phase"], "Stable");
+    assert_eq!(instances(&cli).len(), 3);
+    let text = up.cli(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("phase Stable") && text.contains("CONNECTIONS"),
+        "{text}"
+    );
+
+    // 300 clients through the front, spread evenly by the least-connected pick.
+    let dir = &up.dir.0;
+    let summary = dir.join("bench.json");
+    let port = up.listen.port().to_string();
+    let bench = BenchRun::start(&[
+        "-p",
+        &port,
+        "-c",
+        "300",
+        "-i",
+        "2",
+        "--reconnect-period",
+        "200",
+        "--json",
+        summary.to_str().unwrap(),
+        "-q",
+    ]);
+    let spread = up.wait_status("300 connections", Duration::from_secs(30), |s| {
+        total_connections(s) == 300
+    });
+    for (name, n) in connections(&spread) {
+        assert!((95..=105).contains(&n), "{name} holds {n} of 300: {spread}");
+    }
+    // The control API's metrics carry one gauge per instance.
+    let (code, text) = http(up.admin, "GET", "/metrics", None, None).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(
+            &text,
+            "sluice_upstream_connections",
+            &[("protocol", "mqtt")]
+        ),
+        300.0
+    );
+    assert_eq!(metric(&text, "sluice_serving_instances", &[]), 3.0);
+    let old_pids = pids(&spread);
+    assert_eq!(old_pids.len(), 6);
+
+    // Nothing changed: unchanged. A new version: a blue-green upgrade.
+    let same = up.apply(&fleet_yaml(3, "1", STRATEGY));
+    assert_eq!(String::from_utf8_lossy(&same.stdout).trim(), "unchanged");
+    let out = up.apply(&fleet_yaml(3, "2", STRATEGY));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("upgrade started"),
+        "{said}"
+    );
+    let done = up.wait_status(
+        "Stable on the new revision with 300 clients",
+        Duration::from_secs(60),
+        |s| {
+            s["phase"] == "Stable"
+                && s["currentRevision"] != old_revision.as_str()
+                && instances(s).len() == 3
+                && instances(s)
+                    .iter()
+                    .all(|i| i["revision"] == s["currentRevision"] && i["ready"] == true)
+                && total_connections(s) == 300
+        },
+    );
+    for (name, n) in connections(&done) {
+        assert!(
+            (80..=120).contains(&n),
+            "after the upgrade {name} holds {n} of 300: {done}"
+        );
+    }
+    for pid in &old_pids {
+        assert!(!alive(*pid), "old instance process {pid} still runs");
+    }
+    let stdout = up.stdout.lock().unwrap().clone();
+    for line in [
+        "phase Provisioning",
+        "phase Evacuating",
+        "evacuate ",
+        "delete ",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+
+    let out = bench.stop();
+    assert!(out.success, "{}", out.stderr);
+    let summary = read_json(&summary);
+    assert_eq!(summary["connectedAtEnd"], 300, "{summary}");
+    assert!(
+        summary["maxDisconnectsPerClient"].as_u64().unwrap() <= 1,
+        "a client was disconnected more than once: {summary}"
+    );
+
+    // SIGTERM: drains, exits 0, leaves nothing.
+    let new_pids = pids(&done);
+    let up_pid = up.pid();
+    assert!(
+        up.sigterm_and_wait(Duration::from_secs(30)),
+        "sluice up did not exit 0"
+    );
+    for pid in new_pids {
+        assert!(!alive(pid), "instance process {pid} outlived sluice up");
+    }
+    assert!(children(up_pid).is_empty());
+    assert!(
+        up.stdout
+            .lock()
+            .unwrap()
+            .contains("stopped: every instance drained")
+    );
+}
+
+#[test]
+fn sigkill_of_sluice_up_takes_every_instance_with_it() {
+    let up = Up::start(&fleet_yaml(2, "1", ""));
+    let status = up.wait_stable(2, Duration::from_secs(30));
+    let all = pids(&status);
+    assert_eq!(all.len(), 4);
+    let mut child = up.child;
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    wait_until(
+        "every instance process to die",
+        Duration::from_secs(10),
+        || all.iter().all(|p| !alive(*p)),
+    );
+}
+
+#[test]
+fn control_commands_say_when_no_fleet_runs() {
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    for args in [vec!["status"], vec!["abort"]] {
+        let out = std::process::Command::new(support::sluice_bin())
+            .args(&args)
+            .args(["--admin", &admin])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!(
+                "no fleet answers on {admin}: is `sluice up` running?"
+            )),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! Helpers of the `sluice up` tests (up_*.rs): a running `sluice up` on free
+//! ports with its control API, status polling, and process liveness checks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::proxy_extra::http;
+use crate::support::{ChildGuard, TempDir, free_port, sluice_bin, wait_until};
+
+/// A fleet file: `{listen}` is replaced by the front address.
+pub fn fleet_yaml(replicas: u32, version: &str, extra: &str) -> String {
+    format!(
+        "name: test\nreplicas: {replicas}\nlisten: \"{{listen}}\"\nprotocol: mqtt\n\
+         version: \"{version}\"\napp:\n  command: sluice broker --port {{port}}\n  \
+         terminationGracePeriodSeconds: 5\n{extra}"
+    )
+}
+
+/// A running `sluice up`, killed (SIGKILL) when dropped.
+pub struct Up {
+    pub child: ChildGuard,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: TempDir,
+    pub file: PathBuf,
+    pub stdout: Arc<Mutex<String>>,
+}
+
+impl Up {
+    /// Writes `yaml` (with `{listen}` filled in) and starts `sluice up -f` on it.
+    pub fn start(yaml: &str) -> Up {
+        let dir = TempDir::new("up");
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let file = dir.0.join("fleet.yaml");
+        std::fs::write(&file, yaml.replace("{listen}", &listen.to_string())).unwrap();
+        let mut child = Command::new(sluice_bin())
+            .arg("up")
+            .arg("-f")
+            .arg(&file)
+            .arg("--admin")
+            .arg(admin.to_string())
+            .arg("--run-dir")
+            .arg(dir.0.join("run"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice up");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let copy = Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut s = copy.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Up {
+            child: ChildGuard(child),
+            listen,
+            admin,
+            dir,
+            file,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// `GET /status`, or `None` while the API does not answer.
+    pub fn try_status(&self) -> Option<Value> {
+        let (code, body) = http(self.admin, "GET", "/status", None, None).ok()?;
+        (code == 200).then(|| serde_json::from_str(&body).expect("status is JSON"))
+    }
+
+    /// Polls the status until `pred` holds; returns that status.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = None;
+        let mut found = None;
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(s) = self.try_status() {
+                if pred(&s) {
+                    found = Some(s);
+                    break;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last status: {}\nsluice up printed:\n{}",
+                last.map(|s| serde_json::to_string_pretty(&s).unwrap()).unwrap_or_default(),
+                self.stdout.lock().unwrap()
+            )
+        })
+    }
+
+    /// Waits for phase Stable with `n` ready serving instances of one revision.
+    pub fn wait_stable(&self, n: usize, timeout: Duration) -> Value {
+        self.wait_status(
+            &format!("Stable with {n} ready serving instances"),
+            timeout,
+            |s| {
+                let rev = s["updateRevision"].as_str().unwrap_or("");
+                s["phase"] == "Stable"
+                    && s["currentRevision"] == rev
+                    && instances(s).len() == n
+                    && instances(s)
+                        .iter()
+                        .all(|i| i["ready"] == true && i["serving"] == true && i["revision"] == rev)
+            },
+        )
+    }
+
+    /// Writes a new fleet file and runs `sluice apply -f` on it.
+    pub fn apply(&self, yaml: &str) -> Output {
+        std::fs::write(
+            &self.file,
+            yaml.replace("{listen}", &self.listen.to_string()),
+        )
+        .unwrap();
+        self.cli(&["apply", "-f", self.file.to_str().unwrap()])
+    }
+
+    /// Runs `sluice ARGS --admin ADDR`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(sluice_bin())
+            .args(args)
+            .arg("--admin")
+            .arg(self.admin.to_string())
+            .output()
+            .expect("run sluice")
+    }
+
+    /// Sends SIGTERM and waits (up to `timeout`) for the exit; returns whether it
+    /// exited with status 0.
+    pub fn sigterm_and_wait(&mut self, timeout: Duration) -> bool {
+        crate::support::proxy_extra::sigterm(self.pid());
+        let mut status = None;
+        wait_until("sluice up to exit", timeout, || {
+            status = self.child.0.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap().success()
+    }
+}
+
+/// The status' instances.
+pub fn instances(s: &Value) -> Vec<Value> {
+    s["instances"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every process id of the status' instances (apps and evacuators).
+pub fn pids(s: &Value) -> Vec<u32> {
+    instances(s)
+        .iter()
+        .flat_map(|i| [i["appPid"].as_u64(), i["evacuatorPid"].as_u64()])
+        .flatten()
+        .map(|p| u32::try_from(p).unwrap())
+        .collect()
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // "pid (comm) S ...": the state follows the last ')'.
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start().chars().next());
+            !matches!(state, Some(Some('Z' | 'X')))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Children of `pid` (from /proc), alive or not.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Connections per instance, by name.
+pub fn connections(s: &Value) -> Vec<(String, u64)> {
+    instances(s)
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_owned(),
+                i["connections"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Sum of connections over instances.
+pub fn total_connections(s: &Value) -> u64 {
+    connections(s).iter().map(|(_, c)| c).sum()
+}
