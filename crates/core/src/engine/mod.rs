@@ -11,8 +11,10 @@
 //! * Report every instance, failed ones included (`failed: true`), with its
 //!   evacuator's report; reflect applied actions in the next observation.
 //! * Apply a decision's actions in order. Each is idempotent (see [`Action`]).
-//! * Send new connections only to instances that are `ready` and `serving`.
-//!   Created instances start not serving.
+//! * Send new connections only to instances that are `ready` and `serving`, and
+//!   among those to instances of [`Status::target_revision`] first (a client moved
+//!   off an old instance must not land on another old one: it would be moved
+//!   twice). Created instances start not serving.
 //! * Be able to create instances of the status' `currentRevision` (an abort returns
 //!   to it): Kubernetes keeps the old ReplicaSet, the local supervisor the previous
 //!   fleet entry.

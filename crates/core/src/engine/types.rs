@@ -256,6 +256,17 @@ pub struct Status {
 }
 
 impl Status {
+    /// The revision the fleet converges to: `currentRevision` while an abort
+    /// returns to it, `updateRevision` otherwise. Platforms send new connections to
+    /// serving instances of this revision first, so that a client moved off an old
+    /// instance does not land on another old instance and get moved twice.
+    pub fn target_revision(&self) -> &str {
+        match self.phase {
+            Phase::Aborting | Phase::Aborted => &self.current_revision,
+            _ => &self.update_revision,
+        }
+    }
+
     /// The condition of type `type_`, if present.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)

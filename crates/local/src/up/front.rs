@@ -30,6 +30,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 struct Target {
     socket: PathBuf,
     eligible: bool,
+    /// On the revision the fleet converges to: chosen before any other instance.
+    preferred: bool,
     /// Sockets handed to it since sluice started.
     handed: u64,
     /// Connections its evacuator reported at the last poll.
@@ -60,6 +62,7 @@ impl Table {
             Target {
                 socket,
                 eligible: false,
+                preferred: false,
                 handed: 0,
                 polled: 0,
                 mark: 0,
@@ -72,10 +75,12 @@ impl Table {
         self.lock().remove(name);
     }
 
-    /// Whether new connections may go to `name` (ready, serving, not failed).
-    pub(crate) fn set_eligible(&self, name: &str, eligible: bool) {
+    /// Whether new connections may go to `name` (ready, serving, not failed), and
+    /// whether it is on the engine's target revision (preferred over the others).
+    pub(crate) fn set_eligible(&self, name: &str, eligible: bool, preferred: bool) {
         if let Some(t) = self.lock().get_mut(name) {
             t.eligible = eligible;
+            t.preferred = preferred;
         }
     }
 
@@ -96,13 +101,14 @@ impl Table {
     }
 
     /// Picks the eligible instance with the fewest connections (estimated), not
-    /// in `tried`, and counts a hand-off to it.
+    /// in `tried`, preferring the target revision's instances, and counts a
+    /// hand-off to it.
     fn pick(&self, tried: &HashSet<String>) -> Option<(String, PathBuf)> {
         let mut table = self.lock();
         let (name, target) = table
             .iter_mut()
             .filter(|(n, t)| t.eligible && !tried.contains(*n))
-            .min_by_key(|(_, t)| t.estimate())?;
+            .min_by_key(|(_, t)| (!t.preferred, t.estimate()))?;
         target.handed += 1;
         Some((name.clone(), target.socket.clone()))
     }
@@ -200,9 +206,9 @@ mod tests {
         let t = Table::default();
         for n in ["a", "b", "c"] {
             t.insert(n, PathBuf::from(n));
-            t.set_eligible(n, true);
+            t.set_eligible(n, true, true);
         }
-        t.set_eligible("c", false);
+        t.set_eligible("c", false, true);
         let none = HashSet::new();
         let mut got = Vec::new();
         for _ in 0..4 {
@@ -218,5 +224,24 @@ mod tests {
         t.remove("a");
         t.remove("b");
         assert!(t.pick(&none).is_none());
+    }
+
+    #[test]
+    fn prefers_the_target_revision_even_when_busier() {
+        let t = Table::default();
+        for n in ["old", "new"] {
+            t.insert(n, PathBuf::from(n));
+        }
+        t.set_eligible("old", true, false);
+        t.set_eligible("new", true, true);
+        t.polled("new", 500, 0);
+        let none = HashSet::new();
+        assert_eq!(t.pick(&none).unwrap().0, "new");
+        let tried: HashSet<String> = ["new".to_owned()].into();
+        assert_eq!(
+            t.pick(&tried).unwrap().0,
+            "old",
+            "old instances still serve as a fallback"
+        );
     }
 }

@@ -77,11 +77,14 @@ impl Runner {
         for action in &decision.actions {
             self.apply(action, now).await;
         }
-        for inst in self.instances.values() {
-            self.table
-                .set_eligible(&inst.name, inst.ready() && inst.serving);
-        }
         let status = decision.status;
+        for inst in self.instances.values() {
+            self.table.set_eligible(
+                &inst.name,
+                inst.ready() && inst.serving,
+                inst.revision == status.target_revision(),
+            );
+        }
         self.publish(&status, &fleet);
         self.last_status = Some(status);
         decision.requeue_after.min(MAX_TICK)
