@@ -62,6 +62,11 @@ pub struct DemoArgs {
     /// a 5 s progress deadline.
     #[arg(long, hide = true)]
     pub break_green: bool,
+    /// Spread the clients' source addresses over this range (e.g.
+    /// `127.0.0.2-127.0.0.40`): one source address has about 28,000 ephemeral
+    /// ports towards the front, so past ~25k clients the demo needs several.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub source_ips: Option<sluice_bench::config::SourceIps>,
 }
 
 /// `--strategy`.
@@ -241,6 +246,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             sluice: sluice.clone(),
             dir: out.join(strategy.label()),
             faults,
+            source_ips: args.source_ips,
         };
         results.push(run::run(&plan).await?);
     }

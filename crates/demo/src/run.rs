@@ -47,6 +47,8 @@ pub struct Plan {
     pub dir: PathBuf,
     /// Fault injection.
     pub faults: Faults,
+    /// The clients' source addresses, when one is not enough.
+    pub source_ips: Option<sluice_bench::config::SourceIps>,
 }
 
 /// Why an upgrade did not complete.
@@ -176,6 +178,7 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     cfg.max_connecting = 32;
     cfg.client_id = format!("sluice_demo_{label}_%i");
     cfg.metrics = vec![up.metrics_url()];
+    cfg.source_ips = plan.source_ips;
     let title = format!(
         "{label}: {} clients, {} replicas, connEvictRate {}/s",
         plan.clients, plan.replicas, plan.rate
