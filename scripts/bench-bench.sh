@@ -5,7 +5,7 @@
 # (workers + --source-ips, against several sinks sharing one port with
 # SO_REUSEPORT), next to a paho-mqtt fleet doing the 18k mosquitto run as a
 # yardstick. Writes JSON summaries to $OUT and prints a Markdown table for
-# docs/benchmarks-bench.md.
+# docs/benchmarks.md.
 #
 #   scripts/bench-bench.sh            # everything
 #   SKIP_100K=1 scripts/bench-bench.sh
