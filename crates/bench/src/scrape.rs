@@ -1,14 +1,10 @@
 //! Reading the evacuators' Prometheus metrics: connections per instance.
 //!
-//! A tiny HTTP/1.1 GET over a tokio `TcpStream` and a small parser of the
-//! text exposition format (`name{labels} value` lines) are all the sampler
-//! needs; no HTTP client library.
+//! A GET through [`sluice_http`] and a small parser of the text exposition
+//! format (`name{labels} value` lines) are all the sampler needs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The gauge `sluice proxy` exports: current connections per upstream.
 pub const UPSTREAM_CONNECTIONS: &str = "sluice_upstream_connections";
@@ -95,58 +91,21 @@ pub enum ScrapeError {
 
 /// GETs `url` and returns the body.
 pub async fn fetch(url: &MetricsUrl, timeout: Duration) -> Result<String, ScrapeError> {
-    tokio::time::timeout(timeout, fetch_inner(url))
+    let headers = [("Accept", "text/plain")];
+    let r = sluice_http::request(url.authority(), "GET", &url.path, &headers, b"", timeout)
         .await
-        .map_err(|_| ScrapeError::Timeout)?
-}
-
-async fn fetch_inner(url: &MetricsUrl) -> Result<String, ScrapeError> {
-    let mut stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.authority()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    parse_http_response(&raw)
-}
-
-/// Splits an HTTP/1.1 response into its body, undoing chunked encoding.
-fn parse_http_response(raw: &[u8]) -> Result<String, ScrapeError> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| ScrapeError::Http("no end of headers".into()))?;
-    let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(ScrapeError::Http(format!("status line '{status}'")));
+        .map_err(|e| match e {
+            sluice_http::Error::Io(e) => ScrapeError::Io(e),
+            sluice_http::Error::Timeout { .. } => ScrapeError::Timeout,
+            e => ScrapeError::Http(e.to_string()),
+        })?;
+    if r.status != 200 {
+        return Err(ScrapeError::Http(format!(
+            "status line '{}'",
+            r.status_line()
+        )));
     }
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    if !chunked {
-        return Ok(body.to_owned());
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let (size_line, after) = rest
-            .split_once("\r\n")
-            .ok_or_else(|| ScrapeError::Http("truncated chunk".into()))?;
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| ScrapeError::Http("bad chunk size".into()))?;
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = after
-            .get(..size)
-            .ok_or_else(|| ScrapeError::Http("truncated chunk".into()))?;
-        out.push_str(chunk);
-        rest = after.get(size..).unwrap_or("").trim_start_matches("\r\n");
-    }
+    Ok(r.body_text())
 }
 
 /// One sample line of the text format.
@@ -281,15 +240,6 @@ mod tests {
         assert_eq!(per.get("blue"), Some(&123));
         assert_eq!(per.get("gr\"een"), Some(&7));
         assert_eq!(per.len(), 2);
-    }
-
-    #[test]
-    fn http_bodies_plain_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
-        assert_eq!(parse_http_response(plain).unwrap(), "abc");
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_http_response(chunked).unwrap(), "abcde");
-        assert!(parse_http_response(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
     }
 
     #[test]

@@ -11,4 +11,5 @@
 //! every encoder round-trips through its decoder.
 
 pub mod codec;
+pub mod http;
 pub mod mqtt;

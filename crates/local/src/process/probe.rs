@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How to tell an instance is ready.
@@ -51,9 +50,6 @@ pub enum ProbeError {
     },
 }
 
-/// The most of a response read to find its status line.
-const MAX_STATUS_LINE: usize = 1024;
-
 impl Probe {
     /// The address probed.
     pub fn addr(&self) -> SocketAddr {
@@ -65,70 +61,55 @@ impl Probe {
     /// Runs the probe once, giving up after `timeout`.
     pub async fn check(&self, timeout: Duration) -> Result<(), ProbeError> {
         let addr = self.addr();
-        match tokio::time::timeout(timeout, self.check_inner()).await {
-            Ok(result) => result,
-            Err(_) => Err(ProbeError::Timeout { addr, timeout }),
-        }
-    }
-
-    async fn check_inner(&self) -> Result<(), ProbeError> {
-        let addr = self.addr();
-        let io = |source| ProbeError::Io { addr, source };
-        let mut stream = TcpStream::connect(addr).await.map_err(io)?;
         let Probe::Http { path, .. } = self else {
-            return Ok(());
+            return match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(connected) => connected
+                    .map(drop)
+                    .map_err(|source| ProbeError::Io { addr, source }),
+                Err(_) => Err(ProbeError::Timeout { addr, timeout }),
+            };
         };
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sluice\r\n\
-             Accept: */*\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.map_err(io)?;
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 256];
-        while !buf.contains(&b'\n') && buf.len() < MAX_STATUS_LINE {
-            let n = stream.read(&mut chunk).await.map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let text = String::from_utf8_lossy(&buf);
-        let status_line = text.lines().next().unwrap_or_default().trim_end();
-        if is_2xx(status_line) {
-            Ok(())
-        } else {
-            Err(ProbeError::Status {
-                addr,
-                path: path.clone(),
-                status_line: status_line.chars().take(120).collect(),
-            })
-        }
+        let headers = [("User-Agent", "sluice"), ("Accept", "*/*")];
+        let status_line =
+            match sluice_http::request(addr, "GET", path, &headers, b"", timeout).await {
+                Ok(r) if (200..300).contains(&r.status) => return Ok(()),
+                Ok(r) => r.status_line(),
+                Err(sluice_http::Error::Timeout { .. }) => {
+                    return Err(ProbeError::Timeout { addr, timeout });
+                }
+                Err(sluice_http::Error::Io(source)) => return Err(ProbeError::Io { addr, source }),
+                Err(sluice_http::Error::Http(sluice_http::ParseError::BadStatusLine(line))) => line,
+                Err(other) => other.to_string(),
+            };
+        Err(ProbeError::Status {
+            addr,
+            path: path.clone(),
+            status_line: status_line.chars().take(120).collect(),
+        })
     }
-}
-
-/// `HTTP/1.x 2xx ...`.
-fn is_2xx(status_line: &str) -> bool {
-    let mut parts = status_line.split_ascii_whitespace();
-    let version_ok = parts.next().is_some_and(|v| v.starts_with("HTTP/1."));
-    let code = parts.next().unwrap_or_default();
-    version_ok
-        && code.len() == 3
-        && code.starts_with('2')
-        && code.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_2xx;
+    use super::*;
+    use tokio::io::AsyncWriteExt;
 
-    #[test]
-    fn status_lines() {
-        assert!(is_2xx("HTTP/1.1 200 OK"));
-        assert!(is_2xx("HTTP/1.0 204 No Content"));
-        assert!(!is_2xx("HTTP/1.1 503 Service Unavailable"));
-        assert!(!is_2xx("HTTP/1.1 301 Moved"));
-        assert!(!is_2xx("SSH-2.0-OpenSSH"));
-        assert!(!is_2xx("HTTP/1.1 2000 x"));
-        assert!(!is_2xx(""));
+    #[tokio::test]
+    async fn a_non_http_answer_is_reported_as_the_status_line() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"SSH-2.0-OpenSSH\r\n").await.unwrap();
+        });
+        let probe = Probe::Http {
+            addr,
+            path: "/healthz".into(),
+        };
+        let err = probe.check(Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            matches!(&err, ProbeError::Status { status_line, .. } if status_line == "SSH-2.0-OpenSSH"),
+            "{err:?}"
+        );
     }
 }
