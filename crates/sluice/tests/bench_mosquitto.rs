@@ -26,10 +26,12 @@ fn two_thousand_clients_agree_with_the_broker_and_a_restart_costs_each_one_disco
         json.to_str().unwrap(),
     ]);
     run.wait_connected(2000, Duration::from_secs(30));
-    // $SYS counts the asking mosquitto_sub too.
+    // $SYS counts the asking mosquitto_sub too. The count is published once a
+    // second and a loaded machine may still hold the previous poll's subscriber
+    // then (2002): the deadline is generous, the expected value exact.
     wait_until(
         "mosquitto to count 2000 clients",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || broker_connected(port) == Some(2001),
     );
 
@@ -42,7 +44,7 @@ fn two_thousand_clients_agree_with_the_broker_and_a_restart_costs_each_one_disco
     run.wait_connected(2000, Duration::from_secs(30));
     wait_until(
         "the restarted broker to count 2000",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || broker_connected(port) == Some(2001),
     );
 

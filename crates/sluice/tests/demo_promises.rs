@@ -18,35 +18,40 @@ fn strategy<'a>(summary: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} in {summary:#}"))
 }
 
-#[test]
-fn done_means_the_promises_hold_for_blue_green_and_rolling_and_fail_for_naive() {
-    let dir = TempDir::new("demo-all");
+/// Runs `sluice demo ARGS --json --out DIR` and returns what it printed (parsed),
+/// its stderr (for failure messages) and the folder it wrote to.
+fn demo(tag: &str, args: &[&str]) -> (Value, String, TempDir) {
+    let dir = TempDir::new(tag);
     let started = Instant::now();
     let out = Command::new(sluice_bin())
-        .args([
-            "demo",
-            "--strategy",
-            "all",
-            "--clients",
-            "2000",
-            "--replicas",
-            "3",
-            "--json",
-            "--out",
-        ])
+        .arg("demo")
+        .args(args)
+        .args(["--json", "--out"])
         .arg(&dir.0)
         .stdin(Stdio::null())
         .output()
         .expect("run sluice demo");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
         "sluice demo failed ({}):\n{stderr}",
         out.status
     );
-    eprintln!("sluice demo took {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "sluice demo {args:?} took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let printed: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("--json printed no JSON ({e}):\n{stderr}"));
+    (printed, stderr, dir)
+}
+
+#[test]
+fn done_means_the_promises_hold_for_blue_green_and_rolling_and_fail_for_naive() {
+    let (printed, stderr, dir) = demo(
+        "demo-all",
+        &["--strategy", "all", "--clients", "2000", "--replicas", "3"],
+    );
     let written: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.0.join("summary.json")).unwrap())
             .unwrap();
@@ -130,25 +135,16 @@ fn done_means_the_promises_hold_for_blue_green_and_rolling_and_fail_for_naive() 
 
 #[test]
 fn a_green_that_never_gets_ready_is_aborted_and_nobody_is_disconnected() {
-    let dir = TempDir::new("demo-break");
-    let out = Command::new(sluice_bin())
-        .args([
-            "demo",
+    let (s, stderr, _dir) = demo(
+        "demo-break",
+        &[
             "--strategy",
             "blue-green",
             "--clients",
             "600",
             "--break-green",
-            "--json",
-            "--out",
-        ])
-        .arg(&dir.0)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sluice demo");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "sluice demo failed:\n{stderr}");
-    let s: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        ],
+    );
     let bg = strategy(&s, "blue-green");
     let context = format!("{bg:#}\n{stderr}");
     assert_eq!(
@@ -171,25 +167,16 @@ fn a_green_that_never_gets_ready_is_aborted_and_nobody_is_disconnected() {
 
 #[test]
 fn a_green_killed_mid_evacuation_is_replaced_and_only_its_clients_move_twice() {
-    let dir = TempDir::new("demo-kill");
-    let out = Command::new(sluice_bin())
-        .args([
-            "demo",
+    let (s, stderr, _dir) = demo(
+        "demo-kill",
+        &[
             "--strategy",
             "blue-green",
             "--clients",
             "2000",
             "--kill-green-during-evacuation",
-            "--json",
-            "--out",
-        ])
-        .arg(&dir.0)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run sluice demo");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "sluice demo failed:\n{stderr}");
-    let s: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        ],
+    );
     let bg = strategy(&s, "blue-green");
     let context = format!("{bg:#}\n{stderr}");
     // The upgrade completes.
