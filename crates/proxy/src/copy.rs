@@ -8,13 +8,11 @@
 //! apply backpressure: while the destination does not take bytes, the source is
 //! not read, so a slow reader never makes the proxy buffer more than one chunk.
 
-use std::future::Future;
 use std::io;
-use std::task::Poll;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
@@ -92,19 +90,17 @@ impl Direction<'_, '_> {
             } else {
                 self.src.readable().await?;
             }
-            // Not zeroed: reads fill its spare capacity.
-            let mut buf = Vec::with_capacity(CHUNK);
+            let mut buf = vec![0u8; CHUNK];
             loop {
-                buf.clear();
-                let n = match read_now(self.src, &mut buf).await {
-                    Some(Ok(0)) => {
+                let n = match self.src.try_read(&mut buf) {
+                    Ok(0) => {
                         // The peer may be gone already; the FIN is best effort.
                         let _ = self.dst.shutdown().await;
                         return Ok(End::Eof);
                     }
-                    Some(Ok(n)) => n,
-                    None => break,
-                    Some(Err(e)) => return Err(e),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
                 };
                 let evicted = control.eviction().is_some();
                 let chunk = &buf[..n];
@@ -125,21 +121,6 @@ impl Direction<'_, '_> {
             }
         }
     }
-}
-
-/// Reads what the socket holds now into `buf`'s spare capacity, without waiting;
-/// `None` when it holds nothing. Unlike `try_read`, a read shorter than the
-/// buffer clears the socket's readiness (the socket is drained), so a burst costs
-/// one read instead of a read and a would-block read. The waker that a
-/// would-block read registers only wakes the task that is about to wait for
-/// readability anyway.
-async fn read_now(src: &mut ReadHalf<'_>, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
-    let mut read = std::pin::pin!(src.read_buf(buf));
-    std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
-        Poll::Pending => Poll::Ready(None),
-        Poll::Ready(r) => Poll::Ready(Some(r)),
-    })
-    .await
 }
 
 /// Reads and discards until EOF or an error.
