@@ -154,14 +154,23 @@ pub fn broker_connected(port: u16) -> Option<u64> {
             &port.to_string(),
             "-t",
             "$SYS/broker/clients/connected",
+            // The first message is the retained one, counted when an earlier
+            // poll's subscriber may still have been connected; the next ones are
+            // counted while this subscriber alone asks (mosquitto publishes $SYS
+            // every `sys_interval`, 1 s here). Take the last.
             "-C",
-            "1",
+            "3",
             "-W",
-            "5",
+            "10",
         ])
         .output()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The hidden `sluice bench sink` on a free port.
