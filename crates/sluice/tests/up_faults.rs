@@ -6,7 +6,7 @@ mod up_support;
 
 use std::time::Duration;
 
-use support::bench_extra::{BenchRun, read_json};
+use support::bench_extra::read_json;
 use support::proxy_extra::http;
 use up_support::{Up, alive, fleet_yaml, instances, total_connections};
 
@@ -60,24 +60,7 @@ fn a_new_revision_that_cannot_start_is_aborted_and_nobody_is_disconnected() {
     let up = Up::start(&fleet_yaml(2, "1", strategy));
     let first = up.wait_stable(2, Duration::from_secs(30));
     let old = first["currentRevision"].as_str().unwrap().to_owned();
-    let summary = up.dir.0.join("bench.json");
-    let port = up.listen.port().to_string();
-    let bench = BenchRun::start(&[
-        "-p",
-        &port,
-        "-c",
-        "40",
-        "-i",
-        "2",
-        "--reconnect-period",
-        "200",
-        "--json",
-        summary.to_str().unwrap(),
-        "-q",
-    ]);
-    up.wait_status("40 connections", Duration::from_secs(30), |s| {
-        total_connections(s) == 40
-    });
+    let (bench, summary, _) = up.connect_clients(40);
 
     let broken =
         fleet_yaml(2, "2", strategy).replace("sluice broker --port {port}", "false {port}");
@@ -122,24 +105,7 @@ fn abort_during_a_slow_evacuation_returns_to_the_old_revision() {
     let up = Up::start(&fleet_yaml(2, "1", strategy));
     let first = up.wait_stable(2, Duration::from_secs(30));
     let old = first["currentRevision"].as_str().unwrap().to_owned();
-    let summary = up.dir.0.join("bench.json");
-    let port = up.listen.port().to_string();
-    let bench = BenchRun::start(&[
-        "-p",
-        &port,
-        "-c",
-        "60",
-        "-i",
-        "2",
-        "--reconnect-period",
-        "200",
-        "--json",
-        summary.to_str().unwrap(),
-        "-q",
-    ]);
-    up.wait_status("60 connections", Duration::from_secs(30), |s| {
-        total_connections(s) == 60
-    });
+    let (bench, summary, _) = up.connect_clients(60);
 
     // No upgrade yet: nothing to abort.
     let refused = up.cli(&["abort"]);

@@ -8,7 +8,7 @@ mod up_support;
 
 use std::time::Duration;
 
-use support::bench_extra::{BenchRun, read_json};
+use support::bench_extra::read_json;
 use support::proxy_extra::{http, metric};
 use support::wait_until;
 use up_support::{
@@ -44,25 +44,7 @@ fn up_spreads_clients_upgrades_blue_green_and_stops_cleanly() {
     );
 
     // 300 clients through the front, spread evenly by the least-connected pick.
-    let dir = &up.dir.0;
-    let summary = dir.join("bench.json");
-    let port = up.listen.port().to_string();
-    let bench = BenchRun::start(&[
-        "-p",
-        &port,
-        "-c",
-        "300",
-        "-i",
-        "2",
-        "--reconnect-period",
-        "200",
-        "--json",
-        summary.to_str().unwrap(),
-        "-q",
-    ]);
-    let spread = up.wait_status("300 connections", Duration::from_secs(30), |s| {
-        total_connections(s) == 300
-    });
+    let (bench, summary, spread) = up.connect_clients(300);
     for (name, n) in connections(&spread) {
         assert!((95..=105).contains(&n), "{name} holds {n} of 300: {spread}");
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::bench_extra::BenchRun;
 use crate::support::proxy_extra::http;
 use crate::support::{ChildGuard, TempDir, free_port, sluice_bin, wait_until};
 
@@ -83,6 +84,33 @@ impl Up {
     pub fn try_status(&self) -> Option<Value> {
         let (code, body) = http(self.admin, "GET", "/status", None, None).ok()?;
         (code == 200).then(|| serde_json::from_str(&body).expect("status is JSON"))
+    }
+
+    /// Connects `count` MQTT clients through the front with `sluice bench conn`
+    /// (reconnecting 200 ms after a disconnect) and waits until the fleet holds
+    /// them all. Returns the running bench, where it writes its JSON summary, and
+    /// the status that showed all of them.
+    pub fn connect_clients(&self, count: u32) -> (BenchRun, PathBuf, Value) {
+        let summary = self.dir.0.join("bench.json");
+        let bench = BenchRun::start(&[
+            "-p",
+            &self.listen.port().to_string(),
+            "-c",
+            &count.to_string(),
+            "-i",
+            "2",
+            "--reconnect-period",
+            "200",
+            "--json",
+            summary.to_str().unwrap(),
+            "-q",
+        ]);
+        let status = self.wait_status(
+            &format!("{count} connections"),
+            Duration::from_secs(30),
+            |s| total_connections(s) == u64::from(count),
+        );
+        (bench, summary, status)
     }
 
     /// Polls the status until `pred` holds; returns that status.
