@@ -251,19 +251,27 @@ fn progress_deadline_aborts_without_disconnecting_anyone() {
     assert_eq!(w.min_serving, 3);
 }
 
-#[test]
-fn green_failing_mid_evacuation_pauses_then_completes() {
+/// Three blue instances holding 3000 clients (and `sessions`) upgraded to
+/// "green" with BlueGreen, run until the second blue instance is being evicted:
+/// the starting point of every mid-evacuation failure scenario.
+fn blue_green_mid_evacuation(sessions: u64, keep_observed: bool) -> World {
     let mut w = World::started(
         3,
         strategy(StrategyType::BlueGreen),
         ready_after(secs(2)),
         3000,
-        0,
+        sessions,
     );
+    w.keep_observed = keep_observed;
     w.spec.revision = "green".into();
-    // Wait until the second blue instance is evicting.
     assert!(w.run_until(secs(60), |w| w.on("blue").len() == 2
         && w.evicting().is_some()));
+    w
+}
+
+#[test]
+fn green_failing_mid_evacuation_pauses_then_completes() {
+    let mut w = blue_green_mid_evacuation(0, false);
     let paused = w.evicting().unwrap();
     w.run_for(secs(1));
     w.fail("green-1");
@@ -338,16 +346,7 @@ fn green_failing_mid_evacuation_pauses_then_completes() {
 
 #[test]
 fn user_abort_mid_evacuation_returns_to_blue() {
-    let mut w = World::started(
-        3,
-        strategy(StrategyType::BlueGreen),
-        ready_after(secs(2)),
-        3000,
-        20,
-    );
-    w.spec.revision = "green".into();
-    assert!(w.run_until(secs(60), |w| w.on("blue").len() == 2
-        && w.evicting().is_some()));
+    let mut w = blue_green_mid_evacuation(20, false);
     let interrupted = w.evicting().unwrap();
     w.run_for(secs(1));
     w.abort = true;
@@ -394,16 +393,7 @@ fn user_abort_mid_evacuation_returns_to_blue() {
 
 #[test]
 fn spec_change_mid_upgrade_treats_the_half_finished_green_as_old() {
-    let mut w = World::started(
-        3,
-        strategy(StrategyType::BlueGreen),
-        ready_after(secs(2)),
-        3000,
-        0,
-    );
-    w.spec.revision = "green".into();
-    assert!(w.run_until(secs(60), |w| w.on("blue").len() == 2
-        && w.evicting().is_some()));
+    let mut w = blue_green_mid_evacuation(0, false);
     let interrupted = w.evicting().unwrap();
     w.mark();
     w.spec.revision = "cyan".into();
@@ -441,17 +431,7 @@ fn spec_change_mid_upgrade_treats_the_half_finished_green_as_old() {
 
 #[test]
 fn a_restarted_runner_resumes_from_the_published_status() {
-    let mut w = World::started(
-        3,
-        strategy(StrategyType::BlueGreen),
-        ready_after(secs(2)),
-        3000,
-        0,
-    );
-    w.keep_observed = true;
-    w.spec.revision = "green".into();
-    assert!(w.run_until(secs(60), |w| w.on("blue").len() == 2
-        && w.evicting().is_some()));
+    let mut w = blue_green_mid_evacuation(0, true);
 
     // A runner that lost everything but the world and the published status (JSON)
     // decides exactly as the one that kept running.
