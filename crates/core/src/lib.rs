@@ -6,6 +6,7 @@
 //! * [`pacer`]: hands out eviction slots evenly in time, so connections leave at a set rate.
 //! * [`plan`]: time estimates for an upgrade before anyone runs it.
 //! * [`engine`]: the level-triggered upgrade engine `decide(&Spec, &Observed, now)`.
+//! * [`sync`]: the poison-tolerant lock the IO crates share (no IO itself).
 //!
 //! Time is always passed in as a [`std::time::Duration`] since an origin the caller
 //! chooses, so tests drive a fake clock.
@@ -15,3 +16,4 @@ pub mod pacer;
 pub mod plan;
 pub mod rolling;
 pub mod spec;
+pub mod sync;

@@ -105,6 +105,8 @@ impl Up {
             .arg(fleet)
             .arg("--admin")
             .arg(admin.to_string())
+            // Loopback: no token, whatever the user's shell holds for others.
+            .env_remove(sluice_proxy::auth::TOKEN_ENV)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)

@@ -68,6 +68,9 @@ pub enum LocalError {
         /// The control API address tried.
         addr: SocketAddr,
     },
+    /// The control API's token is missing where needed, or unusable.
+    #[error(transparent)]
+    Token(#[from] sluice_proxy::auth::TokenError),
     /// The running fleet refused the request.
     #[error("{0}")]
     Control(String),

@@ -32,10 +32,11 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9190", value_parser = parse_admin)]
     pub admin: SocketAddr,
 
-    /// Require `Authorization: Bearer TOKEN` on the admin API (except /healthz and
-    /// /readyz, which probes call without credentials).
-    #[arg(long, value_name = "TOKEN")]
-    pub admin_token: Option<String>,
+    /// The admin API's bearer token (required by everything but /healthz and
+    /// /readyz, which probes call without credentials). Without one, `--admin`
+    /// must be a loopback address.
+    #[command(flatten)]
+    pub token: crate::auth::TokenArgs,
 
     /// What the connections carry: `mqtt`, `tcp` (opaque bytes), or `auto` (MQTT
     /// when the first bytes are an MQTT CONNECT, opaque TCP otherwise).

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -14,11 +14,9 @@ use crate::evacuation::{EvacState, Evacuation};
 use crate::metrics::{Metrics, Protocol, UpstreamMetrics};
 use crate::mqtt::ConnectInfo;
 
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the data
-/// consistent, so a panic elsewhere must not take the proxy down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Every critical section here leaves the data consistent, so a panic elsewhere
+// must not take the proxy down.
+pub(crate) use sluice_core::sync::lock;
 
 /// How one connection is asked to leave.
 #[derive(Debug, Clone)]

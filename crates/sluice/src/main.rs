@@ -62,6 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -108,4 +109,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// The log filter without `RUST_LOG`: sluice's own info lines, but only
+/// warnings from the embedded broker, which logs every connection at info (a
+/// cost at 100k clients).
+const DEFAULT_LOG: &str = "info,rumqttd=warn";
+
+/// Logs of every subcommand go to stderr (stdout stays for results such as
+/// `--json`), filtered by `RUST_LOG` (see docs/cli.md).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }

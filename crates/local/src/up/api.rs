@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 use sluice_core::engine::Phase;
+use sluice_proxy::auth::Token;
 
 use super::Shared;
 use crate::fleet::{Fleet, FleetError};
@@ -18,13 +19,15 @@ use crate::fleet::{Fleet, FleetError};
 /// The largest fleet file accepted.
 const MAX_SPEC: usize = 1 << 20;
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { axum::Json(json!({"alive": true})) }))
+pub(crate) fn router(shared: Arc<Shared>, token: Option<Token>) -> Router {
+    let api = Router::new()
         .route("/status", get(status))
         .route("/spec", put(put_spec))
         .route("/abort", post(abort))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    Router::new()
+        .route("/healthz", get(|| async { axum::Json(json!({"alive": true})) }))
+        .merge(sluice_proxy::auth::protect(api, token))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice_proxy::auth::{TOKEN_ENV, TokenArgs};
 
 use super::http::{self, Response};
 use super::{AbortArgs, ApplyArgs, StatusArgs};
@@ -16,18 +17,27 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn call(
     admin: SocketAddr,
+    token: &TokenArgs,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<(u16, Value), LocalError> {
-    let Response { status, body } = http::request(admin, method, path, body, TIMEOUT)
-        .await
-        .map_err(|_| LocalError::NoFleet { addr: admin })?;
+    let token = token.resolve()?;
+    let Response { status, body } =
+        http::request_with_token(admin, method, path, body, token.as_ref(), TIMEOUT)
+            .await
+            .map_err(|_| LocalError::NoFleet { addr: admin })?;
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     Ok((status, value))
 }
 
 fn refused(status: u16, body: &Value) -> LocalError {
+    if status == 401 {
+        return LocalError::Control(format!(
+            "the fleet's control API wants its token: give --admin-token-file FILE, \
+             {TOKEN_ENV} or --admin-token, as given to `sluice up`"
+        ));
+    }
     let message = body["error"].as_str().map_or_else(
         || format!("the fleet answered {status}: {body}"),
         str::to_owned,
@@ -43,7 +53,7 @@ pub async fn run_apply(args: ApplyArgs) -> Result<(), LocalError> {
         path: args.file.clone(),
         source,
     })?;
-    let (status, body) = call(args.admin, "PUT", "/spec", Some(&text)).await?;
+    let (status, body) = call(args.admin, &args.token, "PUT", "/spec", Some(&text)).await?;
     if status != 200 {
         return Err(refused(status, &body));
     }
@@ -60,7 +70,7 @@ pub async fn run_apply(args: ApplyArgs) -> Result<(), LocalError> {
 
 /// Prints the running fleet's status.
 pub async fn run_status(args: StatusArgs) -> Result<(), LocalError> {
-    let (status, body) = call(args.admin, "GET", "/status", None).await?;
+    let (status, body) = call(args.admin, &args.token, "GET", "/status", None).await?;
     if status != 200 {
         return Err(refused(status, &body));
     }
@@ -77,7 +87,7 @@ pub async fn run_status(args: StatusArgs) -> Result<(), LocalError> {
 
 /// Stops the running upgrade and returns traffic to the old revision.
 pub async fn run_abort(args: AbortArgs) -> Result<(), LocalError> {
-    let (status, body) = call(args.admin, "POST", "/abort", None).await?;
+    let (status, body) = call(args.admin, &args.token, "POST", "/abort", None).await?;
     if status != 202 {
         return Err(refused(status, &body));
     }

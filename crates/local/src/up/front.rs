@@ -52,7 +52,7 @@ pub(crate) struct Table(Arc<Mutex<BTreeMap<String, Target>>>);
 
 impl Table {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Target>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        sluice_core::sync::lock(&self.0)
     }
 
     /// Adds an instance (not eligible until told).

@@ -6,6 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sluice_proxy::auth::Token;
+
 /// A response: status code and body.
 #[derive(Debug, Clone)]
 pub(crate) struct Response {
@@ -21,11 +23,26 @@ pub(crate) async fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> io::Result<Response> {
-    let headers = [
+    request_with_token(addr, method, path, body, None, timeout).await
+}
+
+/// Like [`request`], with `Authorization: Bearer TOKEN` when a token is given
+/// (the control API's clients).
+pub(crate) async fn request_with_token(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    token: Option<&Token>,
+    timeout: Duration,
+) -> io::Result<Response> {
+    let authorization = token.map(Token::header_value);
+    let mut headers = vec![
         ("User-Agent", "sluice"),
         ("Accept", "*/*"),
         ("Content-Type", "application/octet-stream"),
     ];
+    headers.extend(authorization.as_deref().map(|a| ("Authorization", a)));
     let body = body.unwrap_or_default();
     let r = sluice_http::request(addr, method, path, &headers, body, timeout).await?;
     Ok(Response {

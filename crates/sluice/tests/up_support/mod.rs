@@ -37,9 +37,17 @@ pub struct Up {
 impl Up {
     /// Writes `yaml` (with `{listen}` filled in) and starts `sluice up -f` on it.
     pub fn start(yaml: &str) -> Up {
+        Up::start_with(yaml, [127, 0, 0, 1], &[], &[])
+    }
+
+    /// Like [`Up::start`], with the control API bound to `admin_ip` (the
+    /// `admin` field stays the loopback address to call), the `extra` flags and
+    /// the environment variables `env`.
+    pub fn start_with(yaml: &str, admin_ip: [u8; 4], extra: &[&str], env: &[(&str, &str)]) -> Up {
         let dir = TempDir::new("up");
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let port = free_port();
+        let admin = SocketAddr::from(([127, 0, 0, 1], port));
         let file = dir.0.join("fleet.yaml");
         std::fs::write(&file, yaml.replace("{listen}", &listen.to_string())).unwrap();
         let mut child = Command::new(sluice_bin())
@@ -47,10 +55,13 @@ impl Up {
             .arg("-f")
             .arg(&file)
             .arg("--admin")
-            .arg(admin.to_string())
+            .arg(SocketAddr::from((admin_ip, port)).to_string())
             .arg("--run-dir")
             .arg(dir.0.join("run"))
+            .args(extra)
             .env("RUST_LOG", "warn")
+            .env_remove("SLUICE_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -171,10 +182,18 @@ impl Up {
 
     /// Runs `sluice ARGS --admin ADDR`.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with(args, &[])
+    }
+
+    /// Runs `sluice ARGS --admin ADDR` with the environment variables `env`
+    /// (and no admin token but theirs).
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(sluice_bin())
             .args(args)
             .arg("--admin")
             .arg(self.admin.to_string())
+            .env_remove("SLUICE_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .output()
             .expect("run sluice")
     }
