@@ -2,10 +2,11 @@
 //! processes and sockets on 127.0.0.1, ports chosen by the OS, polling with a
 //! deadline instead of sleeping, and failures that say what was awaited.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often [`wait_until`] polls.
@@ -70,6 +71,25 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Copies the lines `from` (a child's piped stdout or stderr) into a string
+/// the test can poll, on a thread of its own; with `echo`, also to this
+/// process's stderr, so that a failing test still shows them.
+pub fn collect_lines(from: impl Read + Send + 'static, echo: bool) -> Arc<Mutex<String>> {
+    let lines = Arc::new(Mutex::new(String::new()));
+    let copy = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("{line}");
+            }
+            let mut s = copy.lock().unwrap_or_else(|e| e.into_inner());
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    lines
 }
 
 /// `kill -TERM pid`.

@@ -2,7 +2,6 @@
 //! ports with its control API, status polling, and process liveness checks.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -13,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::bench_extra::BenchRun;
 use crate::support::proxy_extra::http;
-use crate::support::{ChildGuard, TempDir, free_port, sluice_bin, wait_until};
+use crate::support::{ChildGuard, TempDir, collect_lines, free_port, sluice_bin, wait_until};
 
 /// A fleet file: `{listen}` is replaced by the front address.
 pub fn fleet_yaml(replicas: u32, version: &str, extra: &str) -> String {
@@ -32,6 +31,8 @@ pub struct Up {
     pub dir: TempDir,
     pub file: PathBuf,
     pub stdout: Arc<Mutex<String>>,
+    /// Its log lines (also echoed to the test's stderr).
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Up {
@@ -64,19 +65,11 @@ impl Up {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sluice up");
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let out = child.stdout.take().unwrap();
-        let copy = Arc::clone(&stdout);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let mut s = copy.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let stdout = collect_lines(child.stdout.take().unwrap(), false);
+        let stderr = collect_lines(child.stderr.take().unwrap(), true);
         Up {
             child: ChildGuard(child),
             listen,
@@ -84,6 +77,7 @@ impl Up {
             dir,
             file,
             stdout,
+            stderr,
         }
     }
 
