@@ -105,3 +105,30 @@ fn control_api_and_its_clients_use_the_token() {
         assert_eq!(status["fleet"], "test");
     }
 }
+
+#[test]
+fn instances_do_not_inherit_the_token() {
+    // SLUICE_ADMIN_TOKEN in `sluice up`'s environment protects its control API
+    // only: the evacuators (on loopback) must answer the runner without it.
+    let up = Up::start_with(
+        &fleet_yaml(1, "1", ""),
+        [127, 0, 0, 1],
+        &[],
+        &[("SLUICE_ADMIN_TOKEN", TOKEN)],
+    );
+    let mut status = Value::Null;
+    support::wait_until("a ready instance", Duration::from_secs(60), || {
+        let Ok((200, body)) = http(up.admin, "GET", "/status", None, Some(TOKEN)) else {
+            return false;
+        };
+        status = serde_json::from_str(&body).expect("status JSON");
+        status["phase"] == "Stable" && status["instances"][0]["ready"] == true
+    });
+    let evacuator: std::net::SocketAddr = status["instances"][0]["adminAddr"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("adminAddr in {status}"));
+    let (code, body) = http(evacuator, "GET", "/evacuation", None, None).unwrap();
+    assert_eq!(code, 200, "the evacuator wants a token: {body}");
+    assert_eq!(http(up.admin, "GET", "/status", None, None).unwrap().0, 401);
+}
