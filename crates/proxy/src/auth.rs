@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use sluice_api::admin::{ErrorBody, ErrorCode};
 
 /// The environment variable a token is read from when no flag gives one (so it
 /// stays out of `ps`).
@@ -207,11 +208,13 @@ async fn check(State(token): State<Token>, request: Request, next: Next) -> Resp
     if given.is_some_and(|v| token.accepts(v)) {
         return next.run(request).await;
     }
-    let body = serde_json::json!({
-        "code": "UNAUTHORIZED",
-        "message": "send the admin token as `Authorization: Bearer TOKEN` \
-                    (see --admin-token-file and SLUICE_ADMIN_TOKEN)",
-    });
+    let body = ErrorBody {
+        code: ErrorCode::Unauthorized,
+        message: "send the admin token as `Authorization: Bearer TOKEN` \
+                  (see --admin-token-file and SLUICE_ADMIN_TOKEN)"
+            .to_owned(),
+        field: None,
+    };
     let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
     response
         .headers_mut()

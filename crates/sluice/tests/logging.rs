@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{ChildGuard, collect_lines, free_port, sluice_bin, wait_for_port, wait_until};
-use up_support::{Up, fleet_yaml, instances};
+use up_support::{Up, fleet_yaml};
 
 /// Runs `sluice broker` with `RUST_LOG=filter` until it accepts connections,
 /// then stops it; returns what it wrote to stderr.
@@ -59,7 +59,7 @@ fn broker_logs_to_stderr_as_rust_log_says() {
 fn a_failed_hand_off_is_logged() {
     let up = Up::start(&fleet_yaml(1, "1", ""));
     let status = up.wait_stable(1, Duration::from_secs(60));
-    let name = instances(&status)[0]["name"].as_str().unwrap().to_owned();
+    let name = status.instances[0].name.clone();
     // The front connects to the evacuator's socket at the first hand-off; with
     // the socket file gone, that connect fails.
     let socket = up.dir.join("run").join(format!("{name}.sock"));

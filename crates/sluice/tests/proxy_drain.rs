@@ -7,6 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_api::admin::path;
+use sluice_api::metrics::EVICTIONS;
 use support::proxy_extra::{ClientStats, Proxy, metric, rumqttc_client, sigterm};
 use support::{Mosquitto, wait_until};
 
@@ -26,7 +28,7 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
             "30",
         ],
     );
-    assert_eq!(proxy.call("GET", "/readyz", None).0, 200);
+    assert_eq!(proxy.call("GET", path::READYZ, None).0, 200);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -49,7 +51,7 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
     let t0 = Instant::now();
     sigterm(proxy.pid());
     wait_until("readiness to fail", Duration::from_secs(10), || {
-        proxy.call("GET", "/readyz", None).0 == 503
+        proxy.call("GET", path::READYZ, None).0 == 503
     });
     // Still accepting during the drain delay: a new client gets in before the
     // first eviction (the proxy's own counter, not the wall clock, says so).
@@ -67,7 +69,7 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
         || late.connacks() == 1,
     );
     assert_eq!(
-        metric(&proxy.metrics(), "sluice_evictions_total", &[]),
+        metric(&proxy.metrics(), EVICTIONS, &[]),
         0.0,
         "the late client got in only after the delay"
     );
@@ -80,9 +82,9 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
             break status;
         }
         if let Ok((200, text)) =
-            support::proxy_extra::http(proxy.admin, "GET", "/metrics", None, None)
+            support::proxy_extra::http(proxy.admin, "GET", path::METRICS, None, None)
         {
-            let evicted = metric(&text, "sluice_evictions_total", &[]);
+            let evicted = metric(&text, EVICTIONS, &[]);
             seen_partial |= evicted > 0.0 && evicted < total as f64 - 5.0;
         }
         assert!(
@@ -112,7 +114,7 @@ fn a_second_sigterm_exits_at_once() {
     let mut proxy = Proxy::start(&[("app", broker.addr())], &["--drain-delay", "60"]);
     sigterm(proxy.pid());
     wait_until("readiness to fail", Duration::from_secs(10), || {
-        proxy.call("GET", "/readyz", None).0 == 503
+        proxy.call("GET", path::READYZ, None).0 == 503
     });
     sigterm(proxy.pid());
     // Well before the 60 s drain delay is over.

@@ -8,7 +8,9 @@ mod up_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use sluice_api::admin::{self, ErrorBody, ErrorCode};
+use sluice_api::control::{UpStatus, path};
+use sluice_core::engine::Phase;
 use support::{ChildGuard, TempDir, free_port, http, sluice_bin};
 use up_support::{Up, fleet_yaml};
 
@@ -68,19 +70,20 @@ fn control_api_and_its_clients_use_the_token() {
         &[],
     );
     support::wait_until("the control API", Duration::from_secs(30), || {
-        http(up.admin, "GET", "/healthz", None, None).is_ok_and(|(s, _)| s == 200)
+        http(up.admin, "GET", path::HEALTHZ, None, None).is_ok_and(|(s, _)| s == 200)
     });
-    for path in ["/status", "/metrics"] {
+    for path in [path::STATUS, path::METRICS] {
         let (status, body) = http(up.admin, "GET", path, None, None).unwrap();
         assert_eq!(status, 401, "{path}: {body}");
-        let body: Value = serde_json::from_str(&body).expect("a JSON error");
-        assert_eq!(body["code"], "UNAUTHORIZED", "{body}");
-        assert_eq!(
-            http(up.admin, "GET", path, None, Some(TOKEN)).unwrap().0,
-            200
-        );
+        let body: ErrorBody = serde_json::from_str(&body).expect("a JSON error");
+        assert_eq!(body.code, ErrorCode::Unauthorized, "{body:?}");
     }
-    let (status, _) = http(up.admin, "POST", "/abort", None, None).unwrap();
+    // 200 with the token (GET /status answers 503 until the engine's first
+    // decision).
+    support::wait_until("the status with the token", Duration::from_secs(30), || {
+        http(up.admin, "GET", path::STATUS, None, Some(TOKEN)).is_ok_and(|(s, _)| s == 200)
+    });
+    let (status, _) = http(up.admin, "POST", path::ABORT, None, None).unwrap();
     assert_eq!(status, 401, "abort without the token");
 
     let out = up.cli(&["status", "--json"]);
@@ -101,8 +104,8 @@ fn control_api_and_its_clients_use_the_token() {
             "{args:?} {env:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-        assert_eq!(status["fleet"], "test");
+        let status: UpStatus = serde_json::from_slice(&out.stdout).expect("status JSON");
+        assert_eq!(status.fleet, "test");
     }
 }
 
@@ -116,19 +119,25 @@ fn instances_do_not_inherit_the_token() {
         &[],
         &[("SLUICE_ADMIN_TOKEN", TOKEN)],
     );
-    let mut status = Value::Null;
+    let mut status = None;
     support::wait_until("a ready instance", Duration::from_secs(60), || {
-        let Ok((200, body)) = http(up.admin, "GET", "/status", None, Some(TOKEN)) else {
+        let Ok((200, body)) = http(up.admin, "GET", path::STATUS, None, Some(TOKEN)) else {
             return false;
         };
-        status = serde_json::from_str(&body).expect("status JSON");
-        status["phase"] == "Stable" && status["instances"][0]["ready"] == true
+        let s: UpStatus = serde_json::from_str(&body).expect("status JSON");
+        let ready = s.status.phase == Phase::Stable && s.instances.first().is_some_and(|i| i.ready);
+        status = Some(s);
+        ready
     });
-    let evacuator: std::net::SocketAddr = status["instances"][0]["adminAddr"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("adminAddr in {status}"));
-    let (code, body) = http(evacuator, "GET", "/evacuation", None, None).unwrap();
+    let status = status.expect("a status");
+    let evacuator: std::net::SocketAddr = status.instances[0]
+        .admin_addr
+        .parse()
+        .unwrap_or_else(|e| panic!("adminAddr in {status:?}: {e}"));
+    let (code, body) = http(evacuator, "GET", admin::path::EVACUATION, None, None).unwrap();
     assert_eq!(code, 200, "the evacuator wants a token: {body}");
-    assert_eq!(http(up.admin, "GET", "/status", None, None).unwrap().0, 401);
+    assert_eq!(
+        http(up.admin, "GET", path::STATUS, None, None).unwrap().0,
+        401
+    );
 }

@@ -1,5 +1,5 @@
-//! Calls to the evacuators' admin APIs and the control API (`sluice
-//! apply|status|abort`) through [`sluice_http`]: one request per connection,
+//! Calls to the control API (`sluice apply|status|abort`) through
+//! [`sluice_http`]: one request per connection,
 //! `Connection: close`, text answers.
 
 use std::io;
@@ -15,20 +15,9 @@ pub(crate) struct Response {
     pub body: String,
 }
 
-/// Sends one request and reads the whole response, all within `timeout`.
+/// Sends one request, with `Authorization: Bearer TOKEN` when a token is
+/// given, and reads the whole response, all within `timeout`.
 pub(crate) async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&[u8]>,
-    timeout: Duration,
-) -> io::Result<Response> {
-    request_with_token(addr, method, path, body, None, timeout).await
-}
-
-/// Like [`request`], with `Authorization: Bearer TOKEN` when a token is given
-/// (the control API's clients).
-pub(crate) async fn request_with_token(
     addr: SocketAddr,
     method: &str,
     path: &str,
