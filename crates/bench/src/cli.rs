@@ -106,6 +106,10 @@ pub struct ConnArgs {
     /// connections per instance from.
     #[arg(long, value_name = "URL", num_args = 1.., value_parser = parse_metrics_url)]
     pub metrics: Vec<MetricsUrl>,
+    /// The evacuators' configured connEvictRate (per second), drawn as the
+    /// reference line of the report's eviction-rate chart.
+    #[arg(long, value_name = "PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
+    pub evict_rate: Option<u32>,
     /// Worker processes (default: as many as the open-files limit needs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
@@ -157,6 +161,7 @@ impl ConnArgs {
             connect_timeout_ms: self.connect_timeout,
             max_connecting: self.max_connecting,
             metrics: self.metrics.iter().map(|m| m.to_string()).collect(),
+            evict_rate: self.evict_rate.map(f64::from),
             workers: self.workers,
             quiet: self.quiet,
         }

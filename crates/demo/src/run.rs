@@ -178,6 +178,7 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     cfg.max_connecting = 32;
     cfg.client_id = format!("sluice_demo_{label}_%i");
     cfg.metrics = vec![up.metrics_url()];
+    cfg.evict_rate = Some(f64::from(plan.rate));
     cfg.source_ips = plan.source_ips;
     let title = format!(
         "{label}: {} clients, {} replicas, connEvictRate {}/s",

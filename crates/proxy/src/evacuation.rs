@@ -343,6 +343,7 @@ pub fn status(upstream: &Upstream) -> Value {
         "wait_health_check": p.map_or(0, |p| p.wait_health_check),
         "server_reference": p.and_then(|p| p.server_reference.clone()),
         "mqtt5_evict": p.map(|p| p.mqtt5_evict.as_str()),
+        "evicted_connections": upstream.evicted(),
         "stats": {
             "initial_connected": if running { evac.initial_connected } else { current_connected },
             "current_connected": current_connected,

@@ -150,6 +150,7 @@ fn evacuating_a_moves_500_clients_to_b_once_each_at_the_given_rate() {
     let status = proxy.ok("GET", "/upstreams/a/evacuation", None);
     assert_eq!(status["stats"]["initial_connected"], CLIENTS);
     assert_eq!(status["stats"]["current_connected"], 0);
+    assert_eq!(status["evicted_connections"], CLIENTS);
 
     // 500 slots at 100/s: the first at the POST, the last at 4.99 s (the pacer
     // keeps its schedule to within one 10 ms slot and never catches up in a

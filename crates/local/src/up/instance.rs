@@ -44,6 +44,9 @@ pub(crate) struct Inst {
     evacuator_ok: bool,
     pub connections: u64,
     pub sessions: u64,
+    /// Connections its evacuator has evicted since it started (`None` until
+    /// the evacuator has reported it).
+    pub evicted: Option<u64>,
     pub evacuation: Option<NodeEvacuationStatus>,
     /// Why it failed, once it has.
     pub failure: Option<String>,
@@ -102,6 +105,7 @@ impl Inst {
             evacuator_ok: false,
             connections: 0,
             sessions: 0,
+            evicted: None,
             evacuation: None,
             failure: None,
         };
@@ -254,6 +258,7 @@ impl Inst {
                     serde_json::from_value(v["stats"].clone()).unwrap_or_default();
                 self.connections = stats.current_connected;
                 self.sessions = stats.current_sessions;
+                self.evicted = v["evicted_connections"].as_u64();
                 let state = serde_json::from_value::<engine::EvacuationState>(v["state"].clone())
                     .unwrap_or(engine::EvacuationState::Disabled);
                 self.evacuation =

@@ -234,9 +234,22 @@ impl Runner {
         for i in live() {
             let _ = writeln!(
                 m,
-                "sluice_upstream_connections{{upstream=\"{}\",protocol=\"{protocol}\"}} {}",
-                i.name, i.connections
+                "sluice_upstream_connections{{upstream=\"{}\",revision=\"{}\",protocol=\"{protocol}\"}} {}",
+                i.name, i.revision, i.connections
             );
+        }
+        m.push_str(
+            "# HELP sluice_evictions_total Connections each instance's evacuator evicted.\n",
+        );
+        m.push_str("# TYPE sluice_evictions_total counter\n");
+        for i in live() {
+            if let Some(n) = i.evicted {
+                let _ = writeln!(
+                    m,
+                    "sluice_evictions_total{{upstream=\"{}\",revision=\"{}\"}} {n}",
+                    i.name, i.revision
+                );
+            }
         }
         m.push_str("# HELP sluice_serving_instances Instances ready and serving.\n");
         m.push_str("# TYPE sluice_serving_instances gauge\n");
