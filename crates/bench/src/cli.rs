@@ -14,6 +14,9 @@ pub enum BenchCommand {
     /// Open and hold many MQTT or TCP connections, reconnect them like real
     /// clients do, and record every disconnect per client.
     Conn(ConnArgs),
+    /// Draw the HTML report of runs saved with `conn --json` (or a demo's
+    /// `bench.json`), side by side on shared axes.
+    Report(ReportArgs),
     /// A trivial accept-and-CONNACK server for measuring the generator
     /// itself (several can share one port with SO_REUSEPORT).
     #[command(hide = true)]
@@ -166,6 +169,17 @@ impl ConnArgs {
             quiet: self.quiet,
         }
     }
+}
+
+/// Flags of `sluice bench report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Summaries written by `sluice bench conn --json`, one section each, in order.
+    #[arg(value_name = "RUN.json", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the HTML report.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// Flags of the hidden `sluice bench sink`.

@@ -235,6 +235,8 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
         Ok(Err(e)) => return Err(e.into()),
         Err(e) => return Err(DemoError::Fleet(format!("the bench task failed: {e}"))),
     };
+    // The clients' record with its timeline: `sluice bench report` redraws it.
+    sluice_bench::report::json::write(&plan.dir.join("bench.json"), &summary)?;
     up.stop(Duration::from_secs(60)).await?;
     say(format!(
         "fleet stopped; {:.1} s in all",

@@ -50,8 +50,13 @@ pub const EVICTIONS: RGBColor = RGBColor(214, 90, 30);
 pub const RECONNECTS: RGBColor = RGBColor(120, 70, 180);
 /// The configured rate.
 const REFERENCE: RGBColor = RGBColor(120, 120, 120);
-/// The window rates are counted over, seconds.
-pub const RATE_WINDOW: f64 = 0.5;
+/// The window evictions per second are counted over, seconds: the
+/// evacuators' counters reach the bench a few times a second (through
+/// `sluice up`'s observation), so a shorter window would show their steps.
+pub const EVICTION_WINDOW: f64 = 1.0;
+/// The window reconnections per second are counted over, seconds: the
+/// bench's own counts, exact at every 100 ms sample.
+pub const RECONNECT_WINDOW: f64 = 0.2;
 /// Rates above this many times the configured rate are drawn clipped, with
 /// the peak written at the top: a storm stays visible without flattening the
 /// paced runs next to it.
@@ -245,14 +250,14 @@ pub fn rate_series(s: &Summary) -> Vec<RateSeries> {
         out.push(RateSeries {
             label: "evictions/s (evacuators)",
             color: EVICTIONS,
-            points: per_second(&c, RATE_WINDOW),
+            points: per_second(&c, EVICTION_WINDOW),
         });
     }
     if let Some(c) = counter(|x| x.reconnects).filter(|c| !c.is_empty()) {
         out.push(RateSeries {
             label: "reconnects/s (clients)",
             color: RECONNECTS,
-            points: per_second(&c, RATE_WINDOW),
+            points: per_second(&c, RECONNECT_WINDOW),
         });
     }
     out
@@ -305,37 +310,52 @@ enum Mark {
     Dashed(RGBColor),
 }
 
+/// Left edge of titles and legends, pixels.
+const LEFT: i32 = 8;
+/// Where the legend strip starts, and the height of one of its rows.
+const LEGEND_TOP: i32 = 32;
+const LEGEND_ROW: i32 = 20;
+const LEGEND_FONT: i32 = 13;
+
+/// The legend entries placed in rows that fit `width`: (x, entry) per row.
+fn legend_rows(legend: &[(String, Mark)], width: u32) -> Vec<Vec<(i32, &(String, Mark))>> {
+    let mut rows: Vec<Vec<(i32, &(String, Mark))>> = vec![Vec::new()];
+    let mut x = LEFT;
+    for entry in legend {
+        let w = 26 + (entry.0.chars().count() as i32 * LEGEND_FONT * 55 / 100) + 18;
+        if x + w > width as i32 - 8 && x > LEFT {
+            rows.push(Vec::new());
+            x = LEFT;
+        }
+        if let Some(row) = rows.last_mut() {
+            row.push((x, entry));
+        }
+        x += w;
+    }
+    rows
+}
+
+/// The height of the title and legend strip.
+fn header_height(legend: &[(String, Mark)], width: u32) -> i32 {
+    LEGEND_TOP + legend_rows(legend, width).len() as i32 * LEGEND_ROW + 6
+}
+
 /// Draws the title and the legend strip; returns the area left for the plot.
 /// Entries wrap onto more rows when they do not fit on one.
 fn header<'a>(
     root: &Area<'a>,
     title: &str,
     legend: &[(String, Mark)],
-    left: i32,
 ) -> Result<Area<'a>, Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
     let (w, _) = root.dim_in_pixel();
     root.draw(&Text::new(
         title.to_owned(),
-        (left, 8),
+        (LEFT, 8),
         font(16).style(FontStyle::Bold).color(&INK),
     ))?;
-    let size = 13;
-    let row_h = 20;
-    let mut rows: Vec<Vec<(i32, &(String, Mark))>> = vec![Vec::new()];
-    let mut x = left;
-    for entry in legend {
-        let width = 26 + (entry.0.chars().count() as i32 * size * 55 / 100) + 18;
-        if x + width > w as i32 - 8 && x > left {
-            rows.push(Vec::new());
-            x = left;
-        }
-        if let Some(row) = rows.last_mut() {
-            row.push((x, entry));
-        }
-        x += width;
-    }
-    let top = 32;
+    let (size, row_h, top) = (LEGEND_FONT, LEGEND_ROW, LEGEND_TOP);
+    let rows = legend_rows(legend, w);
     for (r, row) in rows.iter().enumerate() {
         let y = top + r as i32 * row_h + row_h / 2;
         for (x, (label, mark)) in row {
@@ -366,8 +386,7 @@ fn header<'a>(
             ))?;
         }
     }
-    let used = top + rows.len() as i32 * row_h + 6;
-    Ok(root.split_vertically(used).1)
+    Ok(root.split_vertically(header_height(legend, w)).1)
 }
 
 fn mesh<'a>(
@@ -407,7 +426,7 @@ fn draw_revisions(root: &Area<'_>, s: &Summary, axes: &Axes) -> DrawResult {
         .collect();
     legend.push(("clients connected".to_owned(), Mark::Line(TOTAL)));
     let left = 72;
-    let area = header(root, "Connections per revision", &legend, 8)?;
+    let area = header(root, "Connections per revision", &legend)?;
     let mut chart = ChartBuilder::on(&area)
         .margin_right(16)
         .margin_bottom(4)
@@ -479,7 +498,7 @@ fn draw_rates(root: &Area<'_>, s: &Summary, series: &[RateSeries], axes: &Axes) 
             Mark::Dashed(REFERENCE),
         ));
     }
-    let area = header(root, "Evictions and reconnects per second", &legend, 8)?;
+    let area = header(root, "Evictions and reconnects per second", &legend)?;
     let mut chart = ChartBuilder::on(&area)
         .margin_right(16)
         .margin_bottom(4)
@@ -530,10 +549,18 @@ pub fn instances_svg(s: &Summary, axes: &Axes, width: u32) -> Option<String> {
     if s.instances.is_empty() {
         return None;
     }
-    let layout = Grid::new(s.instances.len(), width);
+    let layout = Grid::new(s.instances.len(), width, instance_legend(s));
     Some(render((width, layout.height), |root| {
         draw_instances(root, s, axes, &layout)
     }))
+}
+
+/// The small multiples' legend: one entry per revision.
+fn instance_legend(s: &Summary) -> Vec<(String, Mark)> {
+    groups(s)
+        .into_iter()
+        .map(|g| (g.label, Mark::Area(g.color)))
+        .collect()
 }
 
 /// Where the small multiples go.
@@ -548,12 +575,12 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(n: usize, width: u32) -> Grid {
+    fn new(n: usize, width: u32, legend: Vec<(String, Mark)>) -> Grid {
         let (left, right, bottom) = (64, 12, 40);
         let cols = (((width - left - right) / PANEL_W) as usize).clamp(1, n.max(1));
         let rows = n.div_ceil(cols);
         let panel_w = (width - left - right) / cols as u32;
-        let top = 56;
+        let top = header_height(&legend, width) as u32 + 4;
         Grid {
             cols,
             rows,
@@ -567,15 +594,12 @@ impl Grid {
 
 fn draw_instances(root: &Area<'_>, s: &Summary, axes: &Axes, grid: &Grid) -> DrawResult {
     let groups = groups(s);
-    let legend: Vec<(String, Mark)> = groups
-        .iter()
-        .map(|g| (g.label.clone(), Mark::Area(g.color)))
-        .collect();
+    let legend = instance_legend(s);
     let title = format!(
         "Connections per instance ({} instances, same scale)",
         s.instances.len()
     );
-    header(root, &title, &legend, 8)?;
+    header(root, &title, &legend)?;
     let label = font(11).color(&INK);
     let names = groups.iter().flat_map(|g| &g.instances);
     for (k, name) in names.enumerate() {
@@ -700,7 +724,7 @@ pub fn histogram_svg(s: &Summary, axes: &Axes, width: u32) -> String {
 }
 
 fn draw_histogram(root: &Area<'_>, s: &Summary, axes: &Axes) -> DrawResult {
-    let area = header(root, "Clients by number of disconnects", &[], 8)?;
+    let area = header(root, "Clients by number of disconnects", &[])?;
     let last = axes.buckets.saturating_sub(1);
     let mut chart = ChartBuilder::on(&area)
         .margin_right(16)

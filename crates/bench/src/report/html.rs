@@ -189,13 +189,14 @@ fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
         o,
         chart::rates_svg(s, axes, width),
         &format!(
-            "<b>Evictions per second</b> (from the evacuators' counters) and <b>reconnects per \
-             second</b> (the clients' own count), each over a sliding {} s window{}. \
+            "<b>Evictions per second</b> (from the evacuators' counters, over a sliding {} s \
+             window) and <b>reconnects per second</b> (the clients' own count, over {} s){}. \
              <b>Look for</b> evictions running flat at the dashed line while an old instance is \
              evacuated, and reconnects following at the same height: the pace is kept and there \
              is no storm. A spike far above the line (clipped, its peak written above it) is a \
              reconnect storm.",
-            chart::RATE_WINDOW,
+            chart::EVICTION_WINDOW,
+            chart::RECONNECT_WINDOW,
             if s.evict_rate.is_some() {
                 "; dashed: the configured connEvictRate"
             } else {
