@@ -56,7 +56,7 @@ const REFERENCE: RGBColor = RGBColor(120, 120, 120);
 pub const EVICTION_WINDOW: f64 = 1.0;
 /// The window reconnections per second are counted over, seconds: the
 /// bench's own counts, exact at every 100 ms sample.
-pub const RECONNECT_WINDOW: f64 = 0.2;
+pub const RECONNECT_WINDOW: f64 = 0.5;
 /// Rates above this many times the configured rate are drawn clipped, with
 /// the peak written at the top: a storm stays visible without flattening the
 /// paced runs next to it.
