@@ -6,11 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The gauge `sluice proxy` exports: current connections per upstream.
-pub const UPSTREAM_CONNECTIONS: &str = "sluice_upstream_connections";
-/// The counter of connections evicted per upstream (`sluice proxy`, and `sluice
-/// up` per instance).
-pub const EVICTIONS: &str = "sluice_evictions_total";
+use sluice_api::metrics::{EVICTIONS, UPSTREAM_CONNECTIONS, label};
 
 /// A `http://HOST:PORT/PATH` URL of a metrics endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,8 +210,8 @@ pub fn upstream_revisions(samples: &[Sample]) -> BTreeMap<String, String> {
         .filter(|s| s.name == UPSTREAM_CONNECTIONS)
         .filter_map(|s| {
             Some((
-                s.label("upstream")?.to_owned(),
-                s.label("revision")?.to_owned(),
+                s.label(label::UPSTREAM)?.to_owned(),
+                s.label(label::REVISION)?.to_owned(),
             ))
         })
         .collect()
@@ -224,7 +220,7 @@ pub fn upstream_revisions(samples: &[Sample]) -> BTreeMap<String, String> {
 fn per_upstream(samples: &[Sample], metric: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for s in samples.iter().filter(|s| s.name == metric) {
-        if let Some(upstream) = s.label("upstream") {
+        if let Some(upstream) = s.label(label::UPSTREAM) {
             *out.entry(upstream.to_owned()).or_insert(0) += s.value.max(0.0).round() as u64;
         }
     }
@@ -250,20 +246,27 @@ pub fn instance_names(urls: &[MetricsUrl], seen: &[(usize, String)]) -> Vec<Stri
 mod tests {
     use super::*;
 
-    const BODY: &str = "# HELP sluice_upstream_connections Current connections.\n\
-        # TYPE sluice_upstream_connections gauge\n\
-        sluice_upstream_connections{upstream=\"blue\",protocol=\"mqtt\"} 120\n\
-        sluice_upstream_connections{protocol=\"tcp\",upstream=\"blue\"} 3\n\
-        sluice_upstream_connections{upstream=\"gr\\\"een\",protocol=\"mqtt\"} 7 1700000000\n\
-        sluice_evictions_total{upstream=\"blue\"} 9\n\
-        process_open_fds 33\n\
-        garbage{ line\n";
+    use sluice_api::metrics::label::{PROTOCOL, UPSTREAM};
+
+    fn body() -> String {
+        let c = UPSTREAM_CONNECTIONS;
+        format!(
+            "# HELP {c} Current connections.\n\
+             # TYPE {c} gauge\n\
+             {c}{{{UPSTREAM}=\"blue\",{PROTOCOL}=\"mqtt\"}} 120\n\
+             {c}{{{PROTOCOL}=\"tcp\",{UPSTREAM}=\"blue\"}} 3\n\
+             {c}{{{UPSTREAM}=\"gr\\\"een\",{PROTOCOL}=\"mqtt\"}} 7 1700000000\n\
+             {EVICTIONS}{{{UPSTREAM}=\"blue\"}} 9\n\
+             process_open_fds 33\n\
+             garbage{{ line\n"
+        )
+    }
 
     #[test]
     fn parses_the_text_format() {
-        let samples = parse_text(BODY);
+        let samples = parse_text(&body());
         assert_eq!(samples.len(), 5);
-        assert_eq!(samples[0].label("upstream"), Some("blue"));
+        assert_eq!(samples[0].label(UPSTREAM), Some("blue"));
         assert_eq!(samples[4].name, "process_open_fds");
         let per = upstream_connections(&samples);
         assert_eq!(per.get("blue"), Some(&123));

@@ -6,10 +6,12 @@
 //! * [`pacer`]: hands out eviction slots evenly in time, so connections leave at a set rate.
 //! * [`plan`]: time estimates for an upgrade before anyone runs it.
 //! * [`engine`]: the level-triggered upgrade engine `decide(&Spec, &Observed, now)`.
+//! * [`balance`]: where a new connection goes (least connected, target revision first).
 //!
 //! Time is always passed in as a [`std::time::Duration`] since an origin the caller
 //! chooses, so tests drive a fake clock.
 
+pub mod balance;
 pub mod engine;
 pub mod pacer;
 pub mod plan;

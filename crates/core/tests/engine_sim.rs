@@ -6,7 +6,7 @@ mod engine_world;
 use std::time::Duration;
 
 use engine_world::{World, ready_after, strategy};
-use sluice_core::engine::{Action, ConditionStatus, Phase, reason};
+use sluice_core::engine::{Action, ConditionStatus, INSTANCES_KNOWN, Phase, reason};
 use sluice_core::spec::{IntOrPercent, RollingUpdate, StrategyType};
 
 fn secs(s: u64) -> Duration {
@@ -267,6 +267,39 @@ fn blue_green_mid_evacuation(sessions: u64, keep_observed: bool) -> World {
     assert!(w.run_until(secs(60), |w| w.on("blue").len() == 2
         && w.evicting().is_some()));
     w
+}
+
+#[test]
+fn an_evacuator_that_cannot_be_read_is_kept_and_the_update_waits_for_it() {
+    let mut w = blue_green_mid_evacuation(0, false);
+    let evacuating = w.evicting().unwrap();
+    let order = w.evacuation_order();
+    w.blind(&evacuating, true);
+    // Long enough for its evacuator to empty it: a known instance would be
+    // deleted by now and the next one started.
+    w.run_for(secs(30));
+    assert!(
+        w.instances.contains_key(&evacuating),
+        "deleted while unknown"
+    );
+    assert_eq!(w.evacuation_order(), order, "nothing started beside it");
+    let s = w.status();
+    let known = s.condition(INSTANCES_KNOWN).unwrap();
+    assert_eq!(
+        (known.status, known.reason.as_str()),
+        (ConditionStatus::False, reason::EVACUATOR_UNKNOWN)
+    );
+    assert!(known.message.contains(&evacuating), "{}", known.message);
+    assert!(known.message.contains("answered 500"), "{}", known.message);
+    assert_eq!(s.phase, Phase::Evacuating, "waiting, not aborted");
+
+    // Readable again: it is deleted (evacuated) and the update completes.
+    w.blind(&evacuating, false);
+    assert!(w.run_until(secs(120), World::converged));
+    assert_done_on(&w, "green");
+    assert!(w.clients.iter().all(|c| c.evictions <= 1), "once");
+    let known = w.status().condition(INSTANCES_KNOWN).unwrap().clone();
+    assert_eq!(known.status, ConditionStatus::True);
 }
 
 #[test]

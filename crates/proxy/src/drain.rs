@@ -33,6 +33,7 @@ pub async fn drain(shared: &Shared, term: &mut Signal, int: &mut Signal) {
             wait_health_check: 0,
             server_reference: args.server_reference.clone(),
             mqtt5_evict: args.mqtt5_evict,
+            migrate_to: Vec::new(),
         };
         for u in registry.upstreams() {
             // A running evacuation is replaced: the drain's pace and deadline win.

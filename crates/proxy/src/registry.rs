@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::cli::{EvictMode, UpstreamArg};
-use crate::evacuation::{EvacState, Evacuation};
+use sluice_core::balance::{Candidate, least_loaded};
+use sluice_core::engine::EvacuationState;
+
+use crate::evacuation::Evacuation;
 use crate::metrics::{Metrics, Protocol, UpstreamMetrics};
 use crate::mqtt::ConnectInfo;
 
@@ -91,7 +94,7 @@ pub struct Upstream {
 
 impl Upstream {
     fn new(arg: &UpstreamArg, metrics: &Metrics) -> Upstream {
-        metrics.set_evacuation_state(&arg.name, EvacState::Disabled);
+        metrics.set_evacuation_state(&arg.name, EvacuationState::Disabled);
         Upstream {
             name: arg.name.clone(),
             addr: arg.addr.clone(),
@@ -138,7 +141,7 @@ impl Upstream {
     }
 
     /// The evacuation state.
-    pub fn evacuation_state(&self) -> EvacState {
+    pub fn evacuation_state(&self) -> EvacuationState {
         lock(&self.evacuation).state
     }
 
@@ -284,10 +287,9 @@ impl Registry {
     /// accepts and is healthy.
     pub fn ready(&self) -> bool {
         !self.draining()
-            && self
-                .upstreams
-                .iter()
-                .any(|u| u.serving() && u.healthy() && u.evacuation_state() == EvacState::Disabled)
+            && self.upstreams.iter().any(|u| {
+                u.serving() && u.healthy() && u.evacuation_state() == EvacuationState::Disabled
+            })
     }
 
     /// Connections over all upstreams.
@@ -300,15 +302,17 @@ impl Registry {
     /// only when none is healthy, since it may have come back). The slot counts
     /// against the upstream from now on, so concurrent picks spread out.
     pub fn pick(&self) -> Result<ConnSlot, Refusal> {
-        let candidates = || {
-            self.upstreams
-                .iter()
-                .filter(|u| u.serving() && u.accepting())
-        };
-        let chosen = candidates()
-            .filter(|u| u.healthy())
-            .min_by_key(|u| u.live())
-            .or_else(|| candidates().min_by_key(|u| u.live()));
+        let candidates: Vec<&Arc<Upstream>> = self
+            .upstreams
+            .iter()
+            .filter(|u| u.serving() && u.accepting())
+            .collect();
+        let chosen = least_loaded(candidates.iter().map(|u| Candidate {
+            healthy: u.healthy(),
+            preferred: true,
+            connections: u64::try_from(u.live()).unwrap_or(u64::MAX),
+        }))
+        .map(|i| candidates[i]);
         match chosen {
             Some(u) => {
                 u.live.fetch_add(1, Ordering::SeqCst);
@@ -464,10 +468,10 @@ mod tests {
         let e = r.pick().unwrap_err();
         assert_eq!((e.upstream.as_str(), e.reason), ("a", "not_serving"));
         r.get("a").unwrap().set_serving(true);
-        lock(&r.get("a").unwrap().evacuation).state = EvacState::EvictingConns;
+        lock(&r.get("a").unwrap().evacuation).state = EvacuationState::EvictingConns;
         assert_eq!(r.pick().unwrap_err().reason, "evacuating");
         assert!(!r.ready());
-        lock(&r.get("a").unwrap().evacuation).state = EvacState::WaitingHealthCheck;
+        lock(&r.get("a").unwrap().evacuation).state = EvacuationState::WaitingHealthCheck;
         assert!(
             r.pick().is_ok(),
             "still accepting while load balancers catch up"

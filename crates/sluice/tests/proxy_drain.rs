@@ -7,6 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_api::admin::path;
+use sluice_api::metrics::EVICTIONS;
 use support::proxy_extra::{ClientStats, Proxy, metric, rumqttc_client, sigterm};
 use support::{Mosquitto, wait_until};
 
@@ -40,7 +42,7 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
             "30",
         ],
     );
-    assert_eq!(proxy.call("GET", "/readyz", None).0, 200);
+    assert_eq!(proxy.call("GET", path::READYZ, None).0, 200);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -63,7 +65,7 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
     let t0 = Instant::now();
     sigterm(proxy.pid());
     wait_until("readiness to fail", Duration::from_millis(500), || {
-        proxy.call("GET", "/readyz", None).0 == 503
+        proxy.call("GET", path::READYZ, None).0 == 503
     });
     // Still accepting during the drain delay: a new client gets in.
     let late = Arc::new(ClientStats::default());
@@ -92,9 +94,9 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
             break status;
         }
         if let Ok((200, text)) =
-            support::proxy_extra::http(proxy.admin, "GET", "/metrics", None, None)
+            support::proxy_extra::http(proxy.admin, "GET", path::METRICS, None, None)
         {
-            let evicted = metric(&text, "sluice_evictions_total", &[]);
+            let evicted = metric(&text, EVICTIONS, &[]);
             seen_partial |= evicted > 0.0 && evicted < total as f64 - 5.0;
         }
         assert!(
@@ -125,7 +127,7 @@ fn a_second_sigterm_exits_at_once() {
     let mut proxy = Proxy::start(&[("app", broker.addr())], &["--drain-delay", "60"]);
     sigterm(proxy.pid());
     wait_until("readiness to fail", Duration::from_millis(500), || {
-        proxy.call("GET", "/readyz", None).0 == 503
+        proxy.call("GET", path::READYZ, None).0 == 503
     });
     sigterm(proxy.pid());
     let status = wait_exit(&mut proxy, Duration::from_secs(3));

@@ -8,6 +8,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_api::admin::{EvacuationRequest, path};
+use sluice_api::metrics::{
+    EVICTIONS, REFUSED_CONNECTIONS, UPSTREAM_CONNECTIONS, UPSTREAM_CONNECTIONS_OPENED, label,
+};
+use sluice_core::engine::EvacuationState;
 use support::proxy_extra::{ClientStats, Proxy, metric, rumqttc_client};
 use support::{Mosquitto, wait_until};
 
@@ -64,12 +69,12 @@ fn evacuating_a_moves_500_clients_to_b_once_each_at_the_given_rate() {
     proxy.set_serving("b", true);
     proxy.set_serving("a", false);
     let started = Instant::now();
-    proxy.ok(
-        "POST",
-        "/upstreams/a/evacuation",
-        Some(&format!(
-            r#"{{"conn_evict_rate": {RATE}, "wait_takeover": 0}}"#
-        )),
+    proxy.start_evacuation(
+        &path::upstream_evacuation("a"),
+        &EvacuationRequest {
+            wait_takeover: Some(0),
+            ..EvacuationRequest::at_rate(RATE)
+        },
     );
     // Poll the live count on a every 20 ms until it reaches 0.
     let deadline = started + Duration::from_secs(30);
@@ -121,36 +126,27 @@ fn evacuating_a_moves_500_clients_to_b_once_each_at_the_given_rate() {
         );
     }
     let m = proxy.metrics();
+    let (a, b) = ((label::UPSTREAM, "a"), (label::UPSTREAM, "b"));
+    assert_eq!(metric(&m, EVICTIONS, &[a]), CLIENTS as f64);
     assert_eq!(
-        metric(&m, "sluice_evictions_total", &[("upstream", "a")]),
+        metric(&m, UPSTREAM_CONNECTIONS_OPENED, &[b]),
         CLIENTS as f64
     );
     assert_eq!(
-        metric(
-            &m,
-            "sluice_upstream_connections_opened_total",
-            &[("upstream", "b")]
-        ),
+        metric(&m, UPSTREAM_CONNECTIONS, &[b, (label::PROTOCOL, "mqtt")]),
         CLIENTS as f64
     );
-    assert_eq!(
-        metric(
-            &m,
-            "sluice_upstream_connections",
-            &[("upstream", "b"), ("protocol", "mqtt")]
-        ),
-        CLIENTS as f64
-    );
-    assert_eq!(metric(&m, "sluice_refused_connections_total", &[]), 0.0);
+    assert_eq!(metric(&m, REFUSED_CONNECTIONS, &[]), 0.0);
+    let a_evacuation = path::upstream_evacuation("a");
     wait_until(
         "a's evacuation to reach prohibiting",
         Duration::from_secs(5),
-        || proxy.ok("GET", "/upstreams/a/evacuation", None)["state"] == "prohibiting",
+        || proxy.evacuation(&a_evacuation).state == EvacuationState::Prohibiting,
     );
-    let status = proxy.ok("GET", "/upstreams/a/evacuation", None);
-    assert_eq!(status["stats"]["initial_connected"], CLIENTS);
-    assert_eq!(status["stats"]["current_connected"], 0);
-    assert_eq!(status["evicted_connections"], CLIENTS);
+    let status = proxy.evacuation(&a_evacuation);
+    assert_eq!(status.stats.initial_connected, CLIENTS as u64);
+    assert_eq!(status.stats.current_connected, 0);
+    assert_eq!(status.stats.evicted_connections, Some(CLIENTS as u64));
 
     // 500 slots at 100/s: the first at the POST, the last at 4.99 s (the pacer
     // keeps its schedule to within one 10 ms slot and never catches up in a

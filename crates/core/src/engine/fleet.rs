@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::types::{Action, Instance, Phase, Spec, Status, TrafficSwitch};
+use super::types::{Action, Instance, Load, Phase, Spec, Status, TrafficSwitch};
 use crate::spec::{EvacuationStrategy, StrategyType};
 
 /// Everything one convergence round looks at.
@@ -63,7 +63,8 @@ impl<'a> Fleet<'a> {
             (
                 Reverse(i.evacuating() || prev.contains(&i.name.as_str())),
                 Reverse(!i.ready),
-                i.connections,
+                // Unknown counts as most connected: kept, never picked as extra.
+                i.connections().unwrap_or(u64::MAX),
                 Reverse(i.created_at),
                 Reverse(i.name.as_str()),
             )
@@ -195,12 +196,22 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
         max_active: plan.max_active,
         pause: plan.hold || serving < plan.floor,
     };
+    let mut recipients: Vec<String> = fleet
+        .keep
+        .iter()
+        .filter(|i| i.ready && acts.serving(i))
+        .map(|i| i.name.clone())
+        .collect();
+    recipients.sort();
     let retired = retire(
         &mut acts,
         candidates,
         &policy,
         &prev_evacuations(ctx),
-        &ctx.spec.strategy.evacuation_strategy,
+        &Evacuation {
+            strategy: &ctx.spec.strategy.evacuation_strategy,
+            migrate_to: &recipients,
+        },
     );
     let wanted = fleet.keep.len() + plan.create;
     let ready = fleet.ready();
@@ -234,6 +245,12 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
     }
 }
 
+/// How [`retire`] evacuates: the pace, and who receives the clients.
+struct Evacuation<'a> {
+    strategy: &'a EvacuationStrategy,
+    migrate_to: &'a [String],
+}
+
 /// Limits for [`retire`].
 struct Policy {
     /// How many ready, serving instances may still be taken out of serving.
@@ -255,7 +272,8 @@ struct Retired {
 /// Candidates go in this order: evacuating now, paused earlier (in the last status'
 /// `evacuations`), then old before extra, most connections first, then by name.
 /// A candidate that is done (evacuation `prohibiting` with no connection) or idle
-/// (not serving, nothing held) is deleted, whatever the limits. Otherwise, unless
+/// (not serving, nothing held) is deleted, whatever the limits. One whose load is
+/// unknown is left alone (see [`Load::Unknown`]). Otherwise, unless
 /// paused, up to `max_active` evacuate: a running one keeps running, the next one is
 /// taken out of serving and its evacuation started, as long as taking it out keeps
 /// `floor` instances serving. When paused, running evacuations are stopped and the
@@ -265,7 +283,7 @@ fn retire(
     mut candidates: Vec<(&Instance, bool)>,
     policy: &Policy,
     prev: &[&str],
-    evacuation: &EvacuationStrategy,
+    evacuation: &Evacuation<'_>,
 ) -> Retired {
     let started_before = |i: &Instance| i.evacuating() || prev.contains(&i.name.as_str());
     candidates.sort_by_key(|(i, extra)| {
@@ -273,7 +291,7 @@ fn retire(
             Reverse(i.evacuating()),
             Reverse(started_before(i)),
             *extra,
-            Reverse(i.connections),
+            Reverse(i.connections().unwrap_or(u64::MAX)),
             i.name.as_str(),
         )
     });
@@ -289,6 +307,20 @@ fn retire(
             continue;
         }
         out.remaining += 1;
+        if inst.unknown().is_some() {
+            // Nobody knows what it holds: never deleted, nothing started on it.
+            // One whose evacuation was started keeps its slot, so no second one
+            // starts beside it; a pause still stops it (stopping is harmless).
+            if started_before(inst) {
+                if policy.pause {
+                    acts.stop(inst);
+                } else {
+                    out.running.push(inst.name.clone());
+                }
+                out.evacuations.push(inst.name.clone());
+            }
+            continue;
+        }
         let held = policy.pause || out.running.len() >= policy.max_active;
         if held {
             if inst.evacuating() {
@@ -300,7 +332,7 @@ fn retire(
             let cost = usize::from(inst.ready && acts.serving(inst));
             if cost <= budget {
                 budget -= cost;
-                if inst.connections == 0 && inst.sessions == 0 {
+                if inst.load == Load::EMPTY {
                     // Nothing to evict: out of serving now, deleted once idle.
                     acts.set_serving(inst, false);
                 } else {
@@ -361,11 +393,12 @@ impl Actions {
         });
     }
 
-    fn start(&mut self, i: &Instance, evacuation: &EvacuationStrategy) {
+    fn start(&mut self, i: &Instance, evacuation: &Evacuation<'_>) {
         self.set_serving(i, false);
         self.list.push(Action::StartEvacuation {
             name: i.name.clone(),
-            evacuation: evacuation.clone(),
+            evacuation: evacuation.strategy.clone(),
+            migrate_to: evacuation.migrate_to.to_vec(),
         });
     }
 

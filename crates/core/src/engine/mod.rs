@@ -148,8 +148,8 @@ use std::time::Duration;
 pub use fleet::instance_name;
 pub use types::{
     AVAILABLE, Action, Condition, ConditionStatus, Decision, EvacuationState, EvacuationStats,
-    Instance, NodeEvacuationStatus, Observed, PROGRESSING, Phase, Spec, Status, TrafficSwitch,
-    reason,
+    INSTANCES_KNOWN, Instance, Load, NodeEvacuationStatus, Observed, PROGRESSING, Phase, Spec,
+    Status, TrafficSwitch, reason,
 };
 
 use crate::spec::StrategyType;
@@ -244,7 +244,7 @@ pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
     let mut node_evacuations_status: Vec<_> = live
         .iter()
         .filter(|i| i.evacuating())
-        .filter_map(|i| i.evacuation.clone())
+        .filter_map(|i| i.evacuation().cloned())
         .collect();
     node_evacuations_status.sort_by(|a, b| a.node.cmp(&b.node));
 
@@ -266,9 +266,10 @@ pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
             now,
         ),
         progressing(last, phase, abort.as_deref(), &out, target, spec, now),
+        instances_known(last, &live, now),
     ];
 
-    let at_rest = matches!(phase, Phase::Stable | Phase::Aborted)
+    let at_rest = phase.at_rest()
         && out.actions.is_empty()
         && live.len() == usize::try_from(spec.replicas).unwrap_or(0)
         && live.iter().all(|i| i.ready && i.serving);
@@ -297,6 +298,7 @@ pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
     };
     Decision {
         actions: out.actions,
+        clear_abort_request: observed.abort_requested && phase.at_rest(),
         status,
         requeue_after,
     }
@@ -410,6 +412,37 @@ fn progressing(
         ),
     };
     condition(last, PROGRESSING, ok, why, message, now)
+}
+
+/// The `InstancesKnown` condition: `False` while some live instance's evacuator
+/// could not be read, naming each and why.
+fn instances_known(last: Option<&Status>, live: &[&Instance], now: Duration) -> Condition {
+    let unknown: Vec<String> = live
+        .iter()
+        .filter_map(|i| Some(format!("{} ({})", i.name, i.unknown()?)))
+        .collect();
+    if unknown.is_empty() {
+        return condition(
+            last,
+            INSTANCES_KNOWN,
+            true,
+            reason::ALL_INSTANCES_KNOWN,
+            format!("{} instances observed", live.len()),
+            now,
+        );
+    }
+    condition(
+        last,
+        INSTANCES_KNOWN,
+        false,
+        reason::EVACUATOR_UNKNOWN,
+        format!(
+            "waiting: the evacuator of {} could not be read; such an instance is not \
+             deleted and no evacuation starts on it until it answers",
+            unknown.join(", ")
+        ),
+        now,
+    )
 }
 
 fn running(out: &Outcome) -> String {

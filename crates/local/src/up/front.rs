@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use sluice_core::balance::{Candidate, least_loaded};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::watch;
 
@@ -100,17 +101,23 @@ impl Table {
         }
     }
 
-    /// Picks the eligible instance with the fewest connections (estimated), not
-    /// in `tried`, preferring the target revision's instances, and counts a
-    /// hand-off to it.
+    /// Picks an eligible instance not in `tried` by sluice's one balancing rule
+    /// ([`least_loaded`]: the target revision's first, then the fewest
+    /// connections, estimated), and counts a hand-off to it.
     fn pick(&self, tried: &HashSet<String>) -> Option<(String, PathBuf)> {
         let mut table = self.lock();
-        let (name, target) = table
+        let mut eligible: Vec<(&String, &mut Target)> = table
             .iter_mut()
             .filter(|(n, t)| t.eligible && !tried.contains(*n))
-            .min_by_key(|(_, t)| (!t.preferred, t.estimate()))?;
+            .collect();
+        let chosen = least_loaded(eligible.iter().map(|(_, t)| Candidate {
+            healthy: true,
+            preferred: t.preferred,
+            connections: t.estimate(),
+        }))?;
+        let (name, target) = &mut eligible[chosen];
         target.handed += 1;
-        Some((name.clone(), target.socket.clone()))
+        Some(((*name).clone(), target.socket.clone()))
     }
 
     /// Takes back a hand-off that failed.

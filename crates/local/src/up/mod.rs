@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use serde_json::Value;
+use sluice_api::control::{InstanceView, UpStatus};
 use sluice_core::engine::Status;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -107,7 +107,7 @@ pub(crate) struct Control {
     pub fleets: HashMap<String, Fleet>,
     pub abort_requested: bool,
     pub status: Option<Status>,
-    pub instances: Vec<Value>,
+    pub instances: Vec<InstanceView>,
     pub metrics: String,
     pub run_dir: PathBuf,
 }
@@ -117,7 +117,8 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn status_view(&self) -> Value {
+    /// The control API's status; `None` until the engine decided once.
+    pub(crate) fn status_view(&self) -> Option<UpStatus> {
         api::status_view(self)
     }
 }

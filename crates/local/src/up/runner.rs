@@ -8,8 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use sluice_core::engine::{self, Action, Observed, Phase, Status};
+use sluice_api::admin::EvacuationRequest;
+use sluice_api::control::InstanceView;
+use sluice_api::metrics::{
+    EVICTIONS, READY_INSTANCES, SERVING_INSTANCES, UPSTREAM_CONNECTIONS,
+    label::{PROTOCOL, REVISION, UPSTREAM},
+};
+use sluice_core::engine::{self, Action, Observed, Status};
 use tokio::task::JoinSet;
 
 use super::front::Table;
@@ -85,7 +90,7 @@ impl Runner {
                 inst.revision == status.target_revision(),
             );
         }
-        self.publish(&status, &fleet);
+        self.publish(&status, &fleet, decision.clear_abort_request);
         self.last_status = Some(status);
         decision.requeue_after.min(MAX_TICK)
     }
@@ -104,8 +109,10 @@ impl Runner {
             let Ok(seen) = seen else { continue };
             if let Some(inst) = self.instances.get_mut(&seen.name) {
                 inst.update(seen);
-                if let Some(&mark) = marks.get(&inst.name) {
-                    self.table.polled(&inst.name, inst.connections, mark);
+                if let (Some(&mark), Some(connections)) =
+                    (marks.get(&inst.name), inst.connections())
+                {
+                    self.table.polled(&inst.name, connections, mark);
                 }
             }
         }
@@ -184,14 +191,22 @@ impl Runner {
                     println!("{t} serving {name} = {serving}");
                 }
             }
-            Action::StartEvacuation { name, evacuation } => {
+            Action::StartEvacuation {
+                name,
+                evacuation,
+                migrate_to,
+            } => {
                 let Some(inst) = self.instances.get(name) else {
                     return;
                 };
-                match inst.start_evacuation(evacuation).await {
+                let request = EvacuationRequest::new(evacuation, migrate_to.clone());
+                match inst.start_evacuation(&request).await {
                     Ok(()) => println!(
-                        "{t} evacuate {name}: {} connections at {}/s",
-                        inst.connections, evacuation.conn_evict_rate
+                        "{t} evacuate {name}: {} connections at {}/s to {}",
+                        inst.connections()
+                            .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                        evacuation.conn_evict_rate,
+                        migrate_to.join(", ")
                     ),
                     Err(e) => println!("{t} evacuate {name} failed: {e}"),
                 }
@@ -212,7 +227,8 @@ impl Runner {
                 self.table.remove(name);
                 println!(
                     "{t} delete {name} ({} connections{})",
-                    inst.connections,
+                    inst.connections()
+                        .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
                     if inst.failed() { ", failed" } else { "" }
                 );
                 self.stopping.spawn(inst.stop());
@@ -221,52 +237,57 @@ impl Runner {
     }
 
     /// Publishes the status, the instance table and the metrics text.
-    fn publish(&self, status: &Status, fleet: &Fleet) {
-        let views: Vec<Value> = self.instances.values().map(Inst::view).collect();
+    fn publish(&self, status: &Status, fleet: &Fleet, clear_abort_request: bool) {
+        let views: Vec<InstanceView> = self.instances.values().map(Inst::view).collect();
         let protocol = match fleet.protocol {
             Protocol::Mqtt => "mqtt",
             Protocol::Tcp => "tcp",
         };
         let live = || self.instances.values().filter(|i| !i.failed());
         let mut m = String::new();
-        m.push_str("# HELP sluice_upstream_connections Connections each instance holds.\n");
-        m.push_str("# TYPE sluice_upstream_connections gauge\n");
-        for i in live() {
-            let _ = writeln!(
-                m,
-                "sluice_upstream_connections{{upstream=\"{}\",revision=\"{}\",protocol=\"{protocol}\"}} {}",
-                i.name, i.revision, i.connections
-            );
-        }
-        m.push_str(
-            "# HELP sluice_evictions_total Connections each instance's evacuator evicted.\n",
+        let _ = writeln!(
+            m,
+            "# HELP {UPSTREAM_CONNECTIONS} Connections each instance holds.\n\
+             # TYPE {UPSTREAM_CONNECTIONS} gauge"
         );
-        m.push_str("# TYPE sluice_evictions_total counter\n");
+        // An instance whose count is unknown has no sample (not a 0).
         for i in live() {
-            if let Some(n) = i.evicted {
+            if let Some(connections) = i.connections() {
                 let _ = writeln!(
                     m,
-                    "sluice_evictions_total{{upstream=\"{}\",revision=\"{}\"}} {n}",
+                    "{UPSTREAM_CONNECTIONS}{{{UPSTREAM}=\"{}\",{REVISION}=\"{}\",{PROTOCOL}=\"{protocol}\"}} {connections}",
                     i.name, i.revision
                 );
             }
         }
-        m.push_str("# HELP sluice_serving_instances Instances ready and serving.\n");
-        m.push_str("# TYPE sluice_serving_instances gauge\n");
         let _ = writeln!(
             m,
-            "sluice_serving_instances {}",
-            live().filter(|i| i.ready() && i.serving).count()
+            "# HELP {EVICTIONS} Connections each instance's evacuator evicted.\n\
+             # TYPE {EVICTIONS} counter"
         );
-        m.push_str("# HELP sluice_ready_instances Instances ready.\n");
-        m.push_str("# TYPE sluice_ready_instances gauge\n");
-        let _ = writeln!(
-            m,
-            "sluice_ready_instances {}",
-            live().filter(|i| i.ready()).count()
-        );
+        // Only while its evacuator reports the count (an evacuation runs).
+        for i in live() {
+            if let Some(n) = i.evicted() {
+                let _ = writeln!(
+                    m,
+                    "{EVICTIONS}{{{UPSTREAM}=\"{}\",{REVISION}=\"{}\"}} {n}",
+                    i.name, i.revision
+                );
+            }
+        }
+        let serving = live().filter(|i| i.ready() && i.serving).count();
+        let ready = live().filter(|i| i.ready()).count();
+        for (name, help, value) in [
+            (SERVING_INSTANCES, "Instances ready and serving.", serving),
+            (READY_INSTANCES, "Instances ready.", ready),
+        ] {
+            let _ = writeln!(
+                m,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         let mut c = self.shared.lock();
-        if c.abort_requested && matches!(status.phase, Phase::Aborted | Phase::Stable) {
+        if clear_abort_request {
             c.abort_requested = false;
         }
         c.status = Some(status.clone());

@@ -241,10 +241,9 @@ impl FakeMetrics {
 
 /// The gauge line `sluice proxy` exports for one upstream.
 pub fn gauge(upstream: &str, value: u64) -> String {
-    format!(
-        "# TYPE sluice_upstream_connections gauge\n\
-         sluice_upstream_connections{{upstream=\"{upstream}\",protocol=\"mqtt\"}} {value}\n"
-    )
+    use sluice_api::metrics::{UPSTREAM_CONNECTIONS as C, label};
+    let (u, p) = (label::UPSTREAM, label::PROTOCOL);
+    format!("# TYPE {C} gauge\n{C}{{{u}=\"{upstream}\",{p}=\"mqtt\"}} {value}\n")
 }
 
 /// What `sluice up` exports for one instance: its connections labelled with

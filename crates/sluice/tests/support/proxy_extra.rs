@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sluice_api::admin::{
+    ErrorBody, EvacuationRequest, EvacuationStatus, ServingRequest, UpstreamView, path,
+};
 
 use super::{ChildGuard, free_port, python_with_paho, require_program, sluice_bin, wait_until};
 
@@ -58,7 +62,7 @@ impl Proxy {
             token,
         };
         wait_until("the proxy's admin API", Duration::from_secs(15), || {
-            http(admin, "GET", "/healthz", None, None).is_ok_and(|(s, _)| s == 200)
+            http(admin, "GET", path::HEALTHZ, None, None).is_ok_and(|(s, _)| s == 200)
         });
         // The client listener is bound before the admin API starts, so it is
         // ready too (no probe connection: it would be proxied to an upstream).
@@ -85,26 +89,60 @@ impl Proxy {
         value
     }
 
+    /// A 200 answer read as `T` (the contract's type); anything else fails.
+    pub fn typed<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&str>) -> T {
+        let (status, text) = http(self.admin, method, path, body, self.token.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(status, 200, "{method} {path} {body:?}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+    }
+
+    /// An error answer: its status and body.
+    pub fn error(&self, method: &str, path: &str, body: Option<&str>) -> (u16, ErrorBody) {
+        let (status, text) = http(self.admin, method, path, body, self.token.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let e = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path} ({status}): {e}: {text}"));
+        (status, e)
+    }
+
+    /// `GET` of an evacuation endpoint (`path::EVACUATION` or a named one).
+    pub fn evacuation(&self, path: &str) -> EvacuationStatus {
+        self.typed("GET", path, None)
+    }
+
+    /// `POST` of an evacuation endpoint.
+    pub fn start_evacuation(&self, path: &str, request: &EvacuationRequest) -> EvacuationStatus {
+        let body = serde_json::to_string(request).unwrap();
+        self.typed("POST", path, Some(&body))
+    }
+
+    /// `GET /upstreams/{name}`.
+    pub fn upstream(&self, name: &str) -> UpstreamView {
+        self.typed("GET", &path::upstream(name), None)
+    }
+
     /// `PUT /upstreams/{name}` with `{"serving": serving}`.
     pub fn set_serving(&self, name: &str, serving: bool) {
-        self.ok(
-            "PUT",
-            &format!("/upstreams/{name}"),
-            Some(&format!(r#"{{"serving": {serving}}}"#)),
-        );
+        let body = serde_json::to_string(&ServingRequest { serving }).unwrap();
+        let _: UpstreamView = self.typed("PUT", &path::upstream(name), Some(&body));
     }
 
     /// Current connections to `name` (from `GET /upstreams/{name}`).
     pub fn connections(&self, name: &str) -> u64 {
-        self.ok("GET", &format!("/upstreams/{name}"), None)["connections"]
-            .as_u64()
-            .expect("connections is a number")
+        self.upstream(name).connections
     }
 
     /// The Prometheus text.
     pub fn metrics(&self) -> String {
-        let (status, text) =
-            http(self.admin, "GET", "/metrics", None, self.token.as_deref()).expect("GET /metrics");
+        let (status, text) = http(
+            self.admin,
+            "GET",
+            path::METRICS,
+            None,
+            self.token.as_deref(),
+        )
+        .expect("GET /metrics");
         assert_eq!(status, 200);
         text
     }

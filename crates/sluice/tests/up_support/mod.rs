@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use sluice_api::control::{InstanceView, UpStatus, path};
+use sluice_core::engine::Phase;
 
 use crate::support::bench_extra::BenchRun;
 use crate::support::proxy_extra::http;
@@ -80,17 +81,19 @@ impl Up {
         self.child.0.id()
     }
 
-    /// `GET /status`, or `None` while the API does not answer.
-    pub fn try_status(&self) -> Option<Value> {
-        let (code, body) = http(self.admin, "GET", "/status", None, None).ok()?;
-        (code == 200).then(|| serde_json::from_str(&body).expect("status is JSON"))
+    /// `GET /status`, or `None` while the API does not answer (or the engine has
+    /// not decided yet). An answer that does not parse fails the test.
+    pub fn try_status(&self) -> Option<UpStatus> {
+        let (code, body) = http(self.admin, "GET", path::STATUS, None, None).ok()?;
+        (code == 200)
+            .then(|| serde_json::from_str(&body).unwrap_or_else(|e| panic!("status: {e}: {body}")))
     }
 
     /// Connects `count` MQTT clients through the front with `sluice bench conn`
     /// (reconnecting 200 ms after a disconnect) and waits until the fleet holds
     /// them all. Returns the running bench, where it writes its JSON summary, and
     /// the status that showed all of them.
-    pub fn connect_clients(&self, count: u32) -> (BenchRun, PathBuf, Value) {
+    pub fn connect_clients(&self, count: u32) -> (BenchRun, PathBuf, UpStatus) {
         let summary = self.dir.0.join("bench.json");
         let bench = BenchRun::start(&[
             "-p",
@@ -108,7 +111,7 @@ impl Up {
         let status = self.wait_status(
             &format!("{count} connections"),
             Duration::from_secs(30),
-            |s| total_connections(s) == u64::from(count),
+            |s| s.total_connections() == Some(u64::from(count)),
         );
         (bench, summary, status)
     }
@@ -118,8 +121,8 @@ impl Up {
         &self,
         what: &str,
         timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+        pred: impl Fn(&UpStatus) -> bool,
+    ) -> UpStatus {
         let mut last = None;
         let mut found = None;
         let deadline = std::time::Instant::now() + timeout;
@@ -143,18 +146,18 @@ impl Up {
     }
 
     /// Waits for phase Stable with `n` ready serving instances of one revision.
-    pub fn wait_stable(&self, n: usize, timeout: Duration) -> Value {
+    pub fn wait_stable(&self, n: usize, timeout: Duration) -> UpStatus {
         self.wait_status(
             &format!("Stable with {n} ready serving instances"),
             timeout,
             |s| {
-                let rev = s["updateRevision"].as_str().unwrap_or("");
-                s["phase"] == "Stable"
-                    && s["currentRevision"] == rev
-                    && instances(s).len() == n
-                    && instances(s)
+                let rev = &s.status.update_revision;
+                s.status.phase == Phase::Stable
+                    && &s.status.current_revision == rev
+                    && s.instances.len() == n
+                    && s.instances
                         .iter()
-                        .all(|i| i["ready"] == true && i["serving"] == true && i["revision"] == rev)
+                        .all(|i| i.ready && i.serving && &i.revision == rev)
             },
         )
     }
@@ -192,19 +195,18 @@ impl Up {
     }
 }
 
-/// The status' instances.
-pub fn instances(s: &Value) -> Vec<Value> {
-    s["instances"].as_array().cloned().unwrap_or_default()
+/// Every process id of the status' instances (apps and evacuators).
+pub fn pids(s: &UpStatus) -> Vec<u32> {
+    s.instances
+        .iter()
+        .flat_map(|i| [i.app_pid, i.evacuator_pid])
+        .flatten()
+        .collect()
 }
 
-/// Every process id of the status' instances (apps and evacuators).
-pub fn pids(s: &Value) -> Vec<u32> {
-    instances(s)
-        .iter()
-        .flat_map(|i| [i["appPid"].as_u64(), i["evacuatorPid"].as_u64()])
-        .flatten()
-        .map(|p| u32::try_from(p).unwrap())
-        .collect()
+/// Every instance ready and serving.
+pub fn all_serving(s: &UpStatus) -> bool {
+    s.instances.iter().all(|i| i.ready && i.serving)
 }
 
 /// Whether `pid` runs (exists and is not a zombie).
@@ -245,20 +247,15 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Connections per instance, by name.
-pub fn connections(s: &Value) -> Vec<(String, u64)> {
-    instances(s)
+/// Connections per instance, by name; every count must be known.
+pub fn connections(s: &UpStatus) -> Vec<(String, u64)> {
+    s.instances
         .iter()
-        .map(|i| {
-            (
-                i["name"].as_str().unwrap().to_owned(),
-                i["connections"].as_u64().unwrap(),
-            )
+        .map(|i: &InstanceView| {
+            let n = i
+                .connections
+                .unwrap_or_else(|| panic!("{} holds an unknown number: {:?}", i.name, i.unknown));
+            (i.name.clone(), n)
         })
         .collect()
-}
-
-/// Sum of connections over instances.
-pub fn total_connections(s: &Value) -> u64 {
-    connections(s).iter().map(|(_, c)| c).sum()
 }
