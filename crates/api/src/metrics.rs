@@ -28,6 +28,9 @@ pub mod label {
     pub const UPSTREAM: &str = "upstream";
     /// `mqtt` or `tcp`.
     pub const PROTOCOL: &str = "protocol";
+    /// The instance's revision (`sluice up`'s series): the bench groups
+    /// instances into the old and the new set by it.
+    pub const REVISION: &str = "revision";
     /// Why (an eviction's or a refusal's reason).
     pub const REASON: &str = "reason";
     /// An evacuation state (EMQX's spelling).

@@ -180,6 +180,7 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     cfg.max_connecting = 32;
     cfg.client_id = format!("sluice_demo_{label}_%i");
     cfg.metrics = vec![up.metrics_url()];
+    cfg.evict_rate = Some(f64::from(plan.rate));
     cfg.source_ips = plan.source_ips;
     let title = format!(
         "{label}: {} clients, {} replicas, connEvictRate {}/s",
@@ -236,6 +237,8 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
         Ok(Err(e)) => return Err(e.into()),
         Err(e) => return Err(DemoError::Fleet(format!("the bench task failed: {e}"))),
     };
+    // The clients' record with its timeline: `sluice bench report` redraws it.
+    sluice_bench::report::json::write(&plan.dir.join("bench.json"), &summary)?;
     up.stop(Duration::from_secs(60)).await?;
     say(format!(
         "fleet stopped; {:.1} s in all",

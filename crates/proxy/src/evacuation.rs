@@ -322,6 +322,7 @@ pub fn status(upstream: &Upstream) -> EvacuationStatus {
                 current_sessions
             },
             current_sessions,
+            evicted_connections: Some(upstream.evicted()),
         },
     }
 }

@@ -77,6 +77,8 @@ pub struct Upstream {
     /// Connections counted against this upstream (being connected, open, or
     /// closing after an eviction).
     live: AtomicUsize,
+    /// Connections asked to leave by an evacuation since the proxy started.
+    evicted: AtomicU64,
     /// Open connections not yet asked to leave, oldest first.
     pending: Mutex<BTreeMap<u64, Arc<ConnControl>>>,
     /// Client ids that asked for a persistent session on this upstream, with
@@ -98,6 +100,7 @@ impl Upstream {
             healthy: AtomicBool::new(true),
             probing: AtomicBool::new(false),
             live: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
             pending: Mutex::default(),
             sessions: Mutex::default(),
             evacuation: Mutex::default(),
@@ -150,6 +153,13 @@ impl Upstream {
         self.live.load(Ordering::SeqCst)
     }
 
+    /// Connections asked to leave by evacuations since the proxy started
+    /// (`evicted_connections` in the evacuation status: the paced count, at the
+    /// moment the pacer granted each eviction).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::SeqCst)
+    }
+
     /// Open connections not yet asked to leave.
     pub fn pending(&self) -> usize {
         lock(&self.pending).len()
@@ -161,6 +171,7 @@ impl Upstream {
         match next {
             Some((_, control)) => {
                 control.evict(eviction.clone());
+                self.evicted.fetch_add(1, Ordering::SeqCst);
                 true
             }
             None => false,

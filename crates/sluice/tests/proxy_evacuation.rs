@@ -135,6 +135,7 @@ fn evacuating_a_moves_500_clients_to_b_once_each_at_the_given_rate() {
     let status = proxy.evacuation(&a_evacuation);
     assert_eq!(status.stats.initial_connected, CLIENTS as u64);
     assert_eq!(status.stats.current_connected, 0);
+    assert_eq!(status.stats.evicted_connections, Some(CLIENTS as u64));
 
     // Pacing, from the disconnects as the clients saw them (each within
     // milliseconds of its eviction slot; a starved test process can see a few

@@ -500,6 +500,11 @@ pub struct EvacuationStats {
     pub initial_sessions: u64,
     /// Sessions now.
     pub current_sessions: u64,
+    /// Connections the evacuator has asked to leave since it started (a
+    /// counter; not in EMQX's shape, so `None` when the evacuator does not
+    /// say). `sluice up` republishes it for the bench's eviction-rate chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted_connections: Option<u64>,
 }
 
 /// The states of an evacuation, EMQX's names.

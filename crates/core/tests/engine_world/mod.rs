@@ -711,6 +711,7 @@ fn evacuation(i: &Sim) -> Option<NodeEvacuationStatus> {
             current_connected: i.clients.len() as u64,
             initial_sessions: e.initial_sessions,
             current_sessions: i.sessions,
+            evicted_connections: None,
         },
         connection_eviction_rate: u64::try_from(e.strategy.conn_evict_rate).unwrap(),
         session_eviction_rate: u64::try_from(e.strategy.sess_evict_rate).unwrap(),

@@ -220,6 +220,18 @@ impl Inst {
         self.load.connections()
     }
 
+    /// Connections its evacuator has evicted since it started, while it
+    /// reports an evacuation that says.
+    pub(crate) fn evicted(&self) -> Option<u64> {
+        match &self.load {
+            engine::Load::Known {
+                evacuation: Some(e),
+                ..
+            } => e.stats.evicted_connections,
+            _ => None,
+        }
+    }
+
     /// What to ask this tick: the evacuator's status always, the app's readiness
     /// when not yet ready or not probed for a while. Runs without `self`.
     pub(crate) fn observation(&self) -> impl Future<Output = Seen> + Send + 'static {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use sluice_api::admin::EvacuationRequest;
 use sluice_api::control::InstanceView;
 use sluice_api::metrics::{
-    READY_INSTANCES, SERVING_INSTANCES, UPSTREAM_CONNECTIONS,
-    label::{PROTOCOL, UPSTREAM},
+    EVICTIONS, READY_INSTANCES, SERVING_INSTANCES, UPSTREAM_CONNECTIONS,
+    label::{PROTOCOL, REVISION, UPSTREAM},
 };
 use sluice_core::engine::{self, Action, Observed, Status};
 use tokio::task::JoinSet;
@@ -255,8 +255,23 @@ impl Runner {
             if let Some(connections) = i.connections() {
                 let _ = writeln!(
                     m,
-                    "{UPSTREAM_CONNECTIONS}{{{UPSTREAM}=\"{}\",{PROTOCOL}=\"{protocol}\"}} {connections}",
-                    i.name
+                    "{UPSTREAM_CONNECTIONS}{{{UPSTREAM}=\"{}\",{REVISION}=\"{}\",{PROTOCOL}=\"{protocol}\"}} {connections}",
+                    i.name, i.revision
+                );
+            }
+        }
+        let _ = writeln!(
+            m,
+            "# HELP {EVICTIONS} Connections each instance's evacuator evicted.\n\
+             # TYPE {EVICTIONS} counter"
+        );
+        // Only while its evacuator reports the count (an evacuation runs).
+        for i in live() {
+            if let Some(n) = i.evicted() {
+                let _ = writeln!(
+                    m,
+                    "{EVICTIONS}{{{UPSTREAM}=\"{}\",{REVISION}=\"{}\"}} {n}",
+                    i.name, i.revision
                 );
             }
         }

@@ -246,6 +246,17 @@ pub fn gauge(upstream: &str, value: u64) -> String {
     format!("# TYPE {C} gauge\n{C}{{{u}=\"{upstream}\",{p}=\"mqtt\"}} {value}\n")
 }
 
+/// What `sluice up` exports for one instance: its connections labelled with
+/// its revision, and its evacuator's eviction counter.
+pub fn instance(upstream: &str, revision: &str, value: u64, evicted: u64) -> String {
+    format!(
+        "# TYPE sluice_upstream_connections gauge\n\
+         sluice_upstream_connections{{upstream=\"{upstream}\",revision=\"{revision}\",protocol=\"mqtt\"}} {value}\n\
+         # TYPE sluice_evictions_total counter\n\
+         sluice_evictions_total{{upstream=\"{upstream}\",revision=\"{revision}\"}} {evicted}\n"
+    )
+}
+
 /// What the scripted MQTT 5 server does after its CONNACK.
 #[derive(Clone, Copy)]
 pub enum Script {
