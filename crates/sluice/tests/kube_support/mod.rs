@@ -86,8 +86,8 @@ impl Env {
         path.display().to_string()
     }
 
-    /// Established TCP connections to port `port` from the node's namespace (the
-    /// service proxy's upstream connections), counted per pod IP.
+    /// Established TCP connections to port `port` of a pod, from the node's
+    /// namespace (the service proxy's upstream connections), counted per pod IP.
     pub async fn connections_per_ip(&self, port: u16) -> BTreeMap<String, u64> {
         let out = self
             .node
@@ -106,11 +106,16 @@ impl Env {
             "ss: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The pods' /24 (the node is its .1); clients' connections to ClusterIPs
+        // are not counted.
+        let [a, b, c, _] = self.node.ip().octets();
+        let pod_net = format!("{a}.{b}.{c}.");
         let mut counts = BTreeMap::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             // Recv-Q Send-Q Local:Port Peer:Port
             if let Some(peer) = line.split_whitespace().nth(3)
                 && let Some((ip, _)) = peer.rsplit_once(':')
+                && ip.starts_with(&pod_net)
             {
                 *counts.entry(ip.to_string()).or_default() += 1;
             }
