@@ -92,7 +92,30 @@ pub struct NodeNet {
     name: String,
     node: String,
     gateway: Ipv4Addr,
-    free: std::sync::Mutex<BTreeSet<u8>>,
+    pool: std::sync::Mutex<Pool>,
+}
+
+/// Free pod addresses (last octets), handed out round-robin so that an address
+/// is reused as late as possible (a neighbour cache entry for the previous
+/// owner's MAC would otherwise black-hole the new pod for half a minute).
+#[derive(Debug)]
+struct Pool {
+    free: BTreeSet<u8>,
+    next: u8,
+}
+
+impl Pool {
+    fn take(&mut self) -> Option<u8> {
+        let octet = self
+            .free
+            .range(self.next..)
+            .next()
+            .or_else(|| self.free.iter().next())
+            .copied()?;
+        self.free.remove(&octet);
+        self.next = octet.wrapping_add(1);
+        Some(octet)
+    }
 }
 
 impl NodeNet {
@@ -112,7 +135,10 @@ impl NodeNet {
             name,
             node: node.to_string(),
             gateway,
-            free: std::sync::Mutex::new((2..=254).collect()),
+            pool: std::sync::Mutex::new(Pool {
+                free: (2..=254).collect(),
+                next: 2,
+            }),
         };
         let n = net.name.as_str();
         let gw = format!("{gateway}/24");
@@ -136,10 +162,10 @@ impl NodeNet {
     /// Creates a pod's namespace, wired to the bridge, with a free address.
     pub async fn add_pod(&self) -> Result<PodNet, NetError> {
         let octet = self
-            .free
+            .pool
             .lock()
             .expect("pool lock")
-            .pop_first()
+            .take()
             .ok_or(NetError::Full(self.gateway))?;
         let [a, b, c, _] = self.gateway.octets();
         let pod = PodNet {
@@ -169,7 +195,10 @@ impl NodeNet {
         ip(&["-n", n, "link", "set", &veth, "master", "br0", "up"]).await?;
         ip(&["-n", p, "addr", "add", &addr, "dev", "eth0"]).await?;
         ip(&["-n", p, "link", "set", "eth0", "up"]).await?;
-        ip(&["-n", p, "route", "add", "default", "via", &gw]).await
+        ip(&["-n", p, "route", "add", "default", "via", &gw]).await?;
+        // The address may have had another owner (another MAC) before.
+        let _ = ip(&["-n", n, "neigh", "flush", "to", &pod.ip.to_string()]).await;
+        Ok(())
     }
 
     /// Deletes a pod's namespace (and with it its veth pair) and frees its address.
@@ -177,7 +206,7 @@ impl NodeNet {
         if let Err(e) = ip(&["netns", "del", &pod.name]).await {
             tracing::warn!(netns = pod.name, error = %e, "cannot delete pod namespace");
         }
-        self.free.lock().expect("pool lock").insert(pod.octet);
+        self.pool.lock().expect("pool lock").free.insert(pod.octet);
     }
 
     /// Makes `addr` local in the node namespace (a Service's ClusterIP).
@@ -345,4 +374,24 @@ impl NetnsRuntime {
 fn enter(path: &Path) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_reused_as_late_as_possible() {
+        let mut pool = Pool {
+            free: (2..=5).collect(),
+            next: 2,
+        };
+        let (a, b) = (pool.take().unwrap(), pool.take().unwrap());
+        assert_eq!((a, b), (2, 3));
+        pool.free.insert(a);
+        assert_eq!(pool.take(), Some(4));
+        assert_eq!(pool.take(), Some(5));
+        assert_eq!(pool.take(), Some(2), "wraps around to the freed one");
+        assert_eq!(pool.take(), None);
+    }
 }
