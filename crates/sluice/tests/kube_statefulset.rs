@@ -87,7 +87,11 @@ async fn baseline(env: &Env) {
     poll("3 ready endpoints", LONG, async || {
         let eps = env.endpoints("mqtt").await;
         let ready = eps.values().filter(|r| **r).count();
-        if ready == 3 { Ok(()) } else { Err(format!("{eps:?}")) }
+        if ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{eps:?}"))
+        }
     })
     .await;
     let uids_before = uids(&pods, &by_label).await;
@@ -95,12 +99,25 @@ async fn baseline(env: &Env) {
     let summary = env.dir.join("bench.json");
     let bench = BenchRun::start_command(
         env.sluice_in_node(),
-        &["-h", &ip, "-p", "1883", "-c", &CLIENTS.to_string(), "--json", &summary.display().to_string()],
+        &[
+            "-h",
+            &ip,
+            "-p",
+            "1883",
+            "-c",
+            &CLIENTS.to_string(),
+            "--json",
+            &summary.display().to_string(),
+        ],
     );
     tokio::task::block_in_place(|| bench.wait_connected(CLIENTS, LONG));
     poll("all clients on the pods", LONG, async || {
         let n: u64 = env.connections_per_ip(1883).await.values().sum();
-        if n == CLIENTS { Ok(()) } else { Err(format!("{n} connections")) }
+        if n == CLIENTS {
+            Ok(())
+        } else {
+            Err(format!("{n} connections"))
+        }
     })
     .await;
     let before = sample(env, &pods, &by_label, 0.0).await;
@@ -171,34 +188,59 @@ async fn baseline(env: &Env) {
         "minReadyPods": min_ready,
         "minPodsWithClients": min_with_clients,
         "connectionsAtEnd": end.pods,
-        "imbalanceAtEnd": imbalance,
+        "imbalanceAtEnd": imbalance.map(|x| (x * 1000.0).round() / 1000.0),
         "samples": samples,
     });
     let path = env.dir.join("baseline.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write");
     eprintln!("StatefulSet rolling update baseline ({}):", path.display());
     eprintln!("  rollout done after {rolled_after:?} s");
-    eprintln!("  disconnects per client histogram {}", s["disconnectHistogram"]);
-    eprintln!("  max disconnects per client {}", s["maxDisconnectsPerClient"]);
+    eprintln!(
+        "  disconnects per client histogram {}",
+        s["disconnectHistogram"]
+    );
+    eprintln!(
+        "  max disconnects per client {}",
+        s["maxDisconnectsPerClient"]
+    );
     eprintln!("  fewest ready pods {min_ready} of 3, fewest pods with clients {min_with_clients}");
-    eprintln!("  connections at the end {:?}, imbalance {imbalance:?}", end.pods);
+    eprintln!(
+        "  connections at the end {:?}, imbalance {imbalance:?}",
+        end.pods
+    );
     for s in samples.iter().step_by(4) {
         eprintln!("  t={:6.2}s ready={} {:?}", s.t, s.ready, s.pods);
     }
 
     // What is robustly true of any rolling update that replaces every pod.
     for (name, uid) in &uids_before {
-        assert_ne!(uids_after.get(name), Some(uid), "pod {name} was not replaced");
+        assert_ne!(
+            uids_after.get(name),
+            Some(uid),
+            "pod {name} was not replaced"
+        );
     }
-    assert_eq!(s["connectedAtEnd"], CLIENTS, "every client reconnected: {s}");
-    let histogram: Vec<u64> = serde_json::from_value(s["disconnectHistogram"].clone()).expect("histogram");
-    assert_eq!(histogram.iter().sum::<u64>(), CLIENTS, "one histogram entry per client");
+    assert_eq!(
+        s["connectedAtEnd"], CLIENTS,
+        "every client reconnected: {s}"
+    );
+    let histogram: Vec<u64> =
+        serde_json::from_value(s["disconnectHistogram"].clone()).expect("histogram");
+    assert_eq!(
+        histogram.iter().sum::<u64>(),
+        CLIENTS,
+        "one histogram entry per client"
+    );
     assert_eq!(
         histogram.first().copied().unwrap_or_default(),
         0,
         "every pod was replaced, so every client was cut at least once: {histogram:?}"
     );
-    assert_eq!(end.pods.values().sum::<u64>(), CLIENTS, "all clients on the pods at the end");
+    assert_eq!(
+        end.pods.values().sum::<u64>(),
+        CLIENTS,
+        "all clients on the pods at the end"
+    );
 }
 
 async fn uids(pods: &Api<Pod>, lp: &ListParams) -> BTreeMap<String, String> {
@@ -222,7 +264,10 @@ async fn sample(env: &Env, pods: &Api<Pod>, lp: &ListParams, t: f64) -> Sample {
         .collect();
     let mut per_pod: BTreeMap<String, u64> = names.values().map(|n| (n.clone(), 0)).collect();
     for (ip, n) in by_ip {
-        let name = names.get(&ip).cloned().unwrap_or_else(|| format!("gone {ip}"));
+        let name = names
+            .get(&ip)
+            .cloned()
+            .unwrap_or_else(|| format!("gone {ip}"));
         *per_pod.entry(name).or_default() += n;
     }
     let ready = env.endpoints("mqtt").await.values().filter(|r| **r).count();
@@ -232,4 +277,3 @@ async fn sample(env: &Env, pods: &Api<Pod>, lp: &ListParams, t: f64) -> Sample {
         ready,
     }
 }
-
