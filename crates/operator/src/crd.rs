@@ -49,10 +49,26 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_POD: i32 = 10_000;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
-    printcolumn(name = "Serving", type_ = "integer", json_path = ".status.servingReplicas"),
-    printcolumn(name = "Current", type_ = "string", json_path = ".status.currentRevision"),
-    printcolumn(name = "Update", type_ = "string", json_path = ".status.updateRevision"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Serving",
+        type_ = "integer",
+        json_path = ".status.servingReplicas"
+    ),
+    printcolumn(
+        name = "Current",
+        type_ = "string",
+        json_path = ".status.currentRevision"
+    ),
+    printcolumn(
+        name = "Update",
+        type_ = "string",
+        json_path = ".status.updateRevision"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     selectable = ".status.phase",
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -473,7 +489,12 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(columns, ["Phase", "Desired", "Ready", "Serving", "Current", "Update", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Phase", "Desired", "Ready", "Serving", "Current", "Update", "Age"
+            ]
+        );
     }
 
     #[test]
@@ -496,22 +517,35 @@ mod tests {
         assert_eq!(num(&sidecar["port"]["maximum"]), 65535.0);
         // Phase is an enum in the status too.
         let phase = &s["properties"]["status"]["properties"]["phase"];
-        assert!(phase["enum"].as_array().unwrap().contains(&json!("Evacuating")));
+        assert!(
+            phase["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("Evacuating"))
+        );
     }
 
     #[test]
     fn cel_refuses_surge_and_unavailable_both_zero() {
         assert_eq!(cel_errors(&valid()), Vec::<String>::new());
-        for (surge, unavailable) in [(json!(0), json!(0)), (json!("0%"), json!(0)), (json!(0), json!("0%"))] {
+        for (surge, unavailable) in [
+            (json!(0), json!(0)),
+            (json!("0%"), json!(0)),
+            (json!(0), json!("0%")),
+        ] {
             let mut bad = valid();
             bad["spec"]["updateStrategy"]["rollingUpdate"] =
                 json!({"maxSurge": surge, "maxUnavailable": unavailable});
             let errors = cel_errors(&bad);
             assert_eq!(errors.len(), 1, "{surge} {unavailable}: {errors:?}");
-            assert!(errors[0].contains("maxSurge and maxUnavailable cannot both be 0"), "{errors:?}");
+            assert!(
+                errors[0].contains("maxSurge and maxUnavailable cannot both be 0"),
+                "{errors:?}"
+            );
         }
         let mut ok = valid();
-        ok["spec"]["updateStrategy"]["rollingUpdate"] = json!({"maxSurge": "0%", "maxUnavailable": "25%"});
+        ok["spec"]["updateStrategy"]["rollingUpdate"] =
+            json!({"maxSurge": "0%", "maxUnavailable": "25%"});
         assert_eq!(cel_errors(&ok), Vec::<String>::new());
     }
 
@@ -520,14 +554,25 @@ mod tests {
         let mut both = valid();
         both["spec"]["evacuator"]["emqx"] = json!({"secretName": "s"});
         let errors = cel_errors(&both);
-        assert!(errors.iter().any(|e| e.contains("set exactly one of evacuator.sidecar or evacuator.emqx")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("set exactly one of evacuator.sidecar or evacuator.emqx")),
+            "{errors:?}"
+        );
         let mut none = valid();
         none["spec"]["evacuator"] = json!({});
         let errors = cel_errors(&none);
-        assert!(errors.iter().all(|e| e.contains("set exactly one")), "{errors:?}");
+        assert!(
+            errors.iter().all(|e| e.contains("set exactly one")),
+            "{errors:?}"
+        );
         let mut same = valid();
         same["spec"]["evacuator"]["sidecar"]["appPort"] = json!(1883);
         let errors = cel_errors(&same);
-        assert!(errors.iter().any(|e| e.contains("three different ports")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("three different ports")),
+            "{errors:?}"
+        );
     }
 }

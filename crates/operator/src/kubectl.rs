@@ -57,10 +57,10 @@ pub enum KubectlCommand {
 #[derive(Debug, thiserror::Error)]
 pub enum KubectlError {
     /// No cluster.
-    #[error("{0}")]
+    #[error(transparent)]
     Client(#[from] RunError),
     /// The API refused.
-    #[error("{0}")]
+    #[error(transparent)]
     Api(#[from] kube::Error),
 }
 
@@ -150,7 +150,11 @@ pub fn render_status(set: &GracefulSet, pods: &[PodView]) -> String {
             e.connection_eviction_rate
         );
     }
-    let _ = writeln!(out, "  {:<32} {:<12} {:<6} {:<8}", "POD", "REVISION", "READY", "SERVING");
+    let _ = writeln!(
+        out,
+        "  {:<32} {:<12} {:<6} {:<8}",
+        "POD", "REVISION", "READY", "SERVING"
+    );
     for p in pods {
         let state = if p.terminating { " (terminating)" } else { "" };
         let _ = writeln!(

@@ -29,10 +29,10 @@ pub enum OperatorCommand {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Running the controller failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Run(#[from] run::RunError),
     /// A plugin command failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Kubectl(#[from] kubectl::KubectlError),
     /// The CRD could not be written as YAML.
     #[error("cannot write the CRD as YAML: {0}")]

@@ -322,16 +322,25 @@ mod tests {
         assert_eq!(labels["sluice.dev/set"], "mqtt");
         assert_eq!(labels["sluice.dev/revision"], rev);
         let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("GracefulSet", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("GracefulSet", Some(true))
+        );
         let spec = pod.spec.unwrap();
-        assert_eq!(spec.readiness_gates.unwrap()[0].condition_type, SERVING_GATE);
+        assert_eq!(
+            spec.readiness_gates.unwrap()[0].condition_type,
+            SERVING_GATE
+        );
         assert_eq!(spec.termination_grace_period_seconds, Some(40));
         let sidecar = &spec.init_containers.unwrap()[0];
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
         let args = sidecar.args.as_ref().unwrap().join(" ");
         assert!(args.contains("--listen=0.0.0.0:1883"), "{args}");
         assert!(args.contains("--upstream=app=127.0.0.1:1884"), "{args}");
-        assert!(args.contains("--drain-rate=500 --drain-timeout=30"), "{args}");
+        assert!(
+            args.contains("--drain-rate=500 --drain-timeout=30"),
+            "{args}"
+        );
         let app = &spec.containers[0];
         let sleep = app.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
         assert_eq!(sleep.sleep.as_ref().unwrap().seconds, 30);

@@ -66,11 +66,7 @@ pub fn labels(set: &str, revision: &str) -> BTreeMap<String, String> {
 }
 
 /// The ControllerRevision keeping `shape`, owned by the set, numbered `number`.
-pub fn controller_revision(
-    set: &GracefulSet,
-    shape: &PodShape,
-    number: i64,
-) -> ControllerRevision {
+pub fn controller_revision(set: &GracefulSet, shape: &PodShape, number: i64) -> ControllerRevision {
     let name = set.metadata.name.clone().unwrap_or_default();
     let revision = shape.revision();
     ControllerRevision {

@@ -108,7 +108,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .identity
         .clone()
         .or_else(|| std::env::var("POD_NAME").ok())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
         .unwrap_or_else(|| "sluice-operator".to_owned());
     let metrics = Metrics::default();
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -192,7 +192,10 @@ mod tests {
         let published = to_kube(&s, 7, "app=x");
         let json = serde_json::to_value(&published).unwrap();
         assert_eq!(json["updateStartedAt"], "2026-09-21T14:13:20.123Z");
-        assert_eq!(json["conditions"][0]["lastTransitionTime"], "2026-09-21T14:13:30Z");
+        assert_eq!(
+            json["conditions"][0]["lastTransitionTime"],
+            "2026-09-21T14:13:30Z"
+        );
         assert_eq!(json["conditions"][0]["observedGeneration"], 7);
         let back: GracefulSetStatus = serde_json::from_value(json).unwrap();
         assert_eq!(from_kube(&back), Some(s));

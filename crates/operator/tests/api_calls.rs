@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::Client;
 use serde_json::{Value, json};
 use sluice_operator::controller::cluster::Cluster;
 use sluice_operator::controller::{Context, Metrics, reconcile};
@@ -112,7 +112,11 @@ async fn a_new_set_gets_the_finalizer_first() {
                 {"op": "add", "path": "/metadata/finalizers", "value": ["sluice.dev/evacuate"]}
             ])
         );
-        answer(send, StatusCode::OK, &serde_json::to_value(sample_set(true)).unwrap());
+        answer(
+            send,
+            StatusCode::OK,
+            &serde_json::to_value(sample_set(true)).unwrap(),
+        );
     });
     reconcile(set, context(client)).await.unwrap();
     verifier.await.unwrap();
@@ -134,7 +138,9 @@ async fn an_invalid_spec_is_reported_by_an_event_and_a_condition() {
         assert_eq!(body["regarding"]["name"], "mqtt");
         let note = body["note"].as_str().unwrap();
         assert!(
-            note.starts_with("spec.template.spec.containers: no container declares containerPort 1999"),
+            note.starts_with(
+                "spec.template.spec.containers: no container declares containerPort 1999"
+            ),
             "{note}"
         );
         answer(send, StatusCode::OK, &body);
@@ -150,9 +156,21 @@ async fn an_invalid_spec_is_reported_by_an_event_and_a_condition() {
         assert_eq!(body["status"]["observedGeneration"], 2);
         assert_eq!(body["status"]["selector"], "app=mqtt");
         let c = &body["status"]["conditions"][0];
-        assert_eq!((&c["type"], &c["status"]), (&json!("InvalidSpec"), &json!("True")));
-        assert!(c["message"].as_str().unwrap().contains("evacuator.sidecar.appPort"));
-        answer(send, StatusCode::OK, &serde_json::to_value(sample_set(true)).unwrap());
+        assert_eq!(
+            (&c["type"], &c["status"]),
+            (&json!("InvalidSpec"), &json!("True"))
+        );
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("evacuator.sidecar.appPort")
+        );
+        answer(
+            send,
+            StatusCode::OK,
+            &serde_json::to_value(sample_set(true)).unwrap(),
+        );
     });
     reconcile(Arc::new(set), context(client)).await.unwrap();
     verifier.await.unwrap();
@@ -165,7 +183,14 @@ async fn a_create_action_posts_the_pod_with_gate_sidecar_and_owner() {
     let shape = PodShape::of(&set);
     let rev = shape.revision();
     let name = format!("mqtt-{rev}-0");
-    let p = pod::build(&set, &shape, &rev, &name, &set.spec.update_strategy.evacuation_strategy).unwrap();
+    let p = pod::build(
+        &set,
+        &shape,
+        &rev,
+        &name,
+        &set.spec.update_strategy.evacuation_strategy,
+    )
+    .unwrap();
     let expected_name = name.clone();
     let verifier = tokio::spawn(async move {
         let (method, uri, body, send) = next(&mut handle).await;
@@ -174,16 +199,29 @@ async fn a_create_action_posts_the_pod_with_gate_sidecar_and_owner() {
         assert_eq!(body["metadata"]["name"], json!(expected_name));
         assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
         assert_eq!(body["metadata"]["ownerReferences"][0]["controller"], true);
-        assert_eq!(body["metadata"]["annotations"]["sluice.dev/serving"], "false");
-        assert_eq!(body["spec"]["readinessGates"], json!([{"conditionType": "sluice.dev/serving"}]));
+        assert_eq!(
+            body["metadata"]["annotations"]["sluice.dev/serving"],
+            "false"
+        );
+        assert_eq!(
+            body["spec"]["readinessGates"],
+            json!([{"conditionType": "sluice.dev/serving"}])
+        );
         let sidecar = &body["spec"]["initContainers"][0];
         assert_eq!(sidecar["name"], "sluice-proxy");
         assert_eq!(sidecar["restartPolicy"], "Always");
         // A second create of the same name (a retried reconcile) is fine.
-        answer(send, StatusCode::CONFLICT, &json!({"kind": "Status", "apiVersion": "v1",
-            "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"}));
+        answer(
+            send,
+            StatusCode::CONFLICT,
+            &json!({"kind": "Status", "apiVersion": "v1",
+            "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists"}),
+        );
     });
-    Cluster::new(client, "default", "mqtt").create_pod(&p).await.unwrap();
+    Cluster::new(client, "default", "mqtt")
+        .create_pod(&p)
+        .await
+        .unwrap();
     verifier.await.unwrap();
 }
 
@@ -202,7 +240,11 @@ async fn serving_is_a_decision_annotation_and_a_gate_condition() {
             json!({"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": "mqtt-a-0", "annotations": {"sluice.dev/serving": "true"}}})
         );
-        answer(send, StatusCode::OK, &serde_json::to_value(Pod::default()).unwrap());
+        answer(
+            send,
+            StatusCode::OK,
+            &serde_json::to_value(Pod::default()).unwrap(),
+        );
 
         let (method, uri, body, send) = next(&mut handle).await;
         assert_eq!(method, Method::PATCH);
@@ -250,9 +292,16 @@ async fn status_is_published_by_server_side_apply_with_one_field_manager() {
             "/apis/sluice.dev/v1alpha1/namespaces/default/gracefulsets/mqtt/status?&force=true&fieldManager=sluice-operator"
         );
         assert_eq!(body["status"], expected);
-        assert_eq!(body["status"]["nodeEvacuationsStatus"][0]["stats"]["current_connected"], 40);
+        assert_eq!(
+            body["status"]["nodeEvacuationsStatus"][0]["stats"]["current_connected"],
+            40
+        );
         assert_eq!(body["metadata"], json!({"name": "mqtt"}));
-        answer(send, StatusCode::OK, &serde_json::to_value(sample_set(true)).unwrap());
+        answer(
+            send,
+            StatusCode::OK,
+            &serde_json::to_value(sample_set(true)).unwrap(),
+        );
     });
     Cluster::new(client, "default", "mqtt")
         .publish_status(&status)
@@ -278,12 +327,18 @@ async fn the_first_reconcile_creates_the_set_from_scratch() {
             match (method.as_str(), path.as_str()) {
                 ("GET", "/apis/apps/v1/namespaces/default/controllerrevisions")
                 | ("GET", "/api/v1/namespaces/default/pods") => {
-                    assert!(uri.contains("labelSelector=sluice.dev%2Fset%3Dmqtt"), "{uri}");
+                    assert!(
+                        uri.contains("labelSelector=sluice.dev%2Fset%3Dmqtt"),
+                        "{uri}"
+                    );
                     answer(send, StatusCode::OK, &list)
                 }
                 ("POST", "/apis/apps/v1/namespaces/default/controllerrevisions") => {
                     assert_eq!(body["revision"], 1);
-                    assert_eq!(body["data"]["template"]["metadata"]["labels"]["app"], "mqtt");
+                    assert_eq!(
+                        body["data"]["template"]["metadata"]["labels"]["app"],
+                        "mqtt"
+                    );
                     answer(send, StatusCode::CREATED, &body)
                 }
                 ("GET", "/api/v1/namespaces/default/secrets/mqtt-sluice-admin") => {
@@ -293,16 +348,28 @@ async fn the_first_reconcile_creates_the_set_from_scratch() {
                     assert_eq!(body["stringData"]["token"].as_str().unwrap().len(), 64);
                     answer(send, StatusCode::CREATED, &body)
                 }
-                ("POST", "/api/v1/namespaces/default/pods") => answer(send, StatusCode::CREATED, &body),
-                ("POST", "/apis/events.k8s.io/v1/namespaces/default/events") => {
-                    let related = body["related"]["name"].as_str().unwrap_or("-");
-                    calls.push(format!("event {} {related}", body["reason"].as_str().unwrap()));
+                ("POST", "/api/v1/namespaces/default/pods") => {
                     answer(send, StatusCode::CREATED, &body)
                 }
-                ("PATCH", "/apis/sluice.dev/v1alpha1/namespaces/default/gracefulsets/mqtt/status") => {
+                ("POST", "/apis/events.k8s.io/v1/namespaces/default/events") => {
+                    let related = body["related"]["name"].as_str().unwrap_or("-");
+                    calls.push(format!(
+                        "event {} {related}",
+                        body["reason"].as_str().unwrap()
+                    ));
+                    answer(send, StatusCode::CREATED, &body)
+                }
+                (
+                    "PATCH",
+                    "/apis/sluice.dev/v1alpha1/namespaces/default/gracefulsets/mqtt/status",
+                ) => {
                     assert_eq!(body["status"]["phase"], "Stable");
                     assert_eq!(body["status"]["updateRevision"], json!(rev));
-                    answer(send, StatusCode::OK, &serde_json::to_value(sample_set(true)).unwrap());
+                    answer(
+                        send,
+                        StatusCode::OK,
+                        &serde_json::to_value(sample_set(true)).unwrap(),
+                    );
                     return calls;
                 }
                 other => panic!("unexpected call {other:?}"),
@@ -311,15 +378,27 @@ async fn the_first_reconcile_creates_the_set_from_scratch() {
     });
     let action = reconcile(Arc::new(set), context(client)).await.unwrap();
     let calls = verifier.await.unwrap();
-    let creates: Vec<&String> = calls.iter().filter(|c| *c == "POST /api/v1/namespaces/default/pods").collect();
+    let creates: Vec<&String> = calls
+        .iter()
+        .filter(|c| *c == "POST /api/v1/namespaces/default/pods")
+        .collect();
     assert_eq!(creates.len(), 3, "{calls:#?}");
     // One Event per pod, each naming its pod (not folded into a series).
-    let mut events: Vec<&String> = calls.iter().filter(|c| c.starts_with("event CreatedPod")).collect();
+    let mut events: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("event CreatedPod"))
+        .collect();
     events.sort();
     events.dedup();
     assert_eq!(events.len(), 3, "{calls:#?}");
     // New pods start out of the endpoints without a gate patch (a missing
     // condition keeps them out), and nothing else is touched.
-    assert!(!calls.iter().any(|c| c.starts_with("PATCH /api/v1")), "{calls:#?}");
-    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(1)));
+    assert!(
+        !calls.iter().any(|c| c.starts_with("PATCH /api/v1")),
+        "{calls:#?}"
+    );
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(1))
+    );
 }

@@ -10,7 +10,9 @@ use sluice_operator::crd::{GracefulSet, crd_yaml};
 use sluice_operator::revision::PodShape;
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn read(path: &str) -> String {
@@ -20,7 +22,10 @@ fn read(path: &str) -> String {
 #[test]
 fn the_crd_files_are_what_sluice_operator_crd_prints() {
     let generated = crd_yaml().unwrap();
-    for path in ["deploy/crd.yaml", "deploy/helm/sluice-operator/crds/gracefulsets.yaml"] {
+    for path in [
+        "deploy/crd.yaml",
+        "deploy/helm/sluice-operator/crds/gracefulsets.yaml",
+    ] {
         assert!(
             read(path) == generated,
             "{path} is stale: regenerate it with `cargo run -- operator crd > {path}`"
@@ -30,9 +35,12 @@ fn the_crd_files_are_what_sluice_operator_crd_prints() {
 
 #[test]
 fn the_examples_are_valid_gracefulsets() {
-    for path in ["examples/gracefulset-mosquitto.yaml", "examples/gracefulset-emqx.yaml"] {
-        let docs: Vec<Value> = serde_saphyr::from_str_multiple(&read(path))
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    for path in [
+        "examples/gracefulset-mosquitto.yaml",
+        "examples/gracefulset-emqx.yaml",
+    ] {
+        let docs: Vec<Value> =
+            serde_saphyr::from_str_multiple(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
         let sets: Vec<GracefulSet> = docs
             .into_iter()
             .filter(|d| d["kind"] == "GracefulSet")

@@ -41,10 +41,19 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 fn gate(stub: &mut Stub, headers: &HeaderMap, call: String) -> Option<Response> {
     stub.calls.push(call);
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(AUTH) {
-        return Some(error(StatusCode::UNAUTHORIZED, "BAD_API_KEY_OR_SECRET", "Check api_key/api_secret"));
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "BAD_API_KEY_OR_SECRET",
+            "Check api_key/api_secret",
+        ));
     }
-    stub.unavailable
-        .then(|| error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "node is starting"))
+    stub.unavailable.then(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "node is starting",
+        )
+    })
 }
 
 async fn node(State(s): State<Shared>, headers: HeaderMap, Path(node): Path<String>) -> Response {
@@ -55,8 +64,10 @@ async fn node(State(s): State<Shared>, headers: HeaderMap, Path(node): Path<Stri
     if !KNOWN.contains(&node.as_str()) {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Node not found");
     }
-    Json(json!({"node": node, "node_status": "running", "connections": 130,
-                "live_connections": 120, "version": "5.8.6"}))
+    Json(
+        json!({"node": node, "node_status": "running", "connections": 130,
+                "live_connections": 120, "version": "5.8.6"}),
+    )
     .into_response()
 }
 
@@ -93,8 +104,16 @@ async fn start(
     if !KNOWN.contains(&node.as_str()) {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Node not found");
     }
-    if body.get("conn_evict_rate").and_then(Value::as_u64).is_none() {
-        return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "conn_evict_rate is required");
+    if body
+        .get("conn_evict_rate")
+        .and_then(Value::as_u64)
+        .is_none()
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "conn_evict_rate is required",
+        );
     }
     if stub.evacuating.contains(&node) {
         return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "already_started");
@@ -120,7 +139,10 @@ async fn serve() -> (String, Shared) {
     let app = Router::new()
         .route("/api/v5/nodes/{node}", get(node))
         .route("/api/v5/load_rebalance/global_status", get(global_status))
-        .route("/api/v5/load_rebalance/{node}/evacuation/start", post(start))
+        .route(
+            "/api/v5/load_rebalance/{node}/evacuation/start",
+            post(start),
+        )
         .route("/api/v5/load_rebalance/{node}/evacuation/stop", post(stop))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -157,12 +179,18 @@ async fn evacuation_start_report_and_stop_speak_emqx() {
     let (old, new) = (target(1), target(2));
 
     let idle = d.report(&old).await.unwrap();
-    assert_eq!((idle.connections, idle.sessions, idle.evacuation), (120, 130, None));
+    assert_eq!(
+        (idle.connections, idle.sessions, idle.evacuation),
+        (120, 130, None)
+    );
 
-    d.start(&old, &strategy(), std::slice::from_ref(&new)).await.unwrap();
+    d.start(&old, &strategy(), std::slice::from_ref(&new))
+        .await
+        .unwrap();
     let calls = stub.lock().unwrap().calls.clone();
     let start = calls.iter().find(|c| c.starts_with("POST start/")).unwrap();
-    let body: Value = serde_json::from_str(start.split_once(' ').unwrap().1.split_once(' ').unwrap().1).unwrap();
+    let body: Value =
+        serde_json::from_str(start.split_once(' ').unwrap().1.split_once(' ').unwrap().1).unwrap();
     assert_eq!(
         body,
         json!({"conn_evict_rate": 50, "sess_evict_rate": 40, "wait_takeover": 7,
@@ -176,7 +204,10 @@ async fn evacuation_start_report_and_stop_speak_emqx() {
     let r = d.report(&old).await.unwrap();
     let e = r.evacuation.expect("the evacuation is reported");
     assert_eq!(e.state, EvacuationState::EvictingConns);
-    assert_eq!((e.stats.initial_connected, e.stats.current_connected), (200, 120));
+    assert_eq!(
+        (e.stats.initial_connected, e.stats.current_connected),
+        (200, 120)
+    );
     assert_eq!(e.connection_eviction_rate, 50);
     assert_eq!(e.session_recipients, vec!["emqx@10.0.0.2".to_owned()]);
 
@@ -197,7 +228,10 @@ async fn unknown_nodes_unavailability_and_bad_credentials_are_told_apart() {
     assert_eq!((r.connections, r.sessions, r.evacuation), (0, 0, None));
     // …but cannot be evacuated.
     let e = d.start(&gone, &strategy(), &[]).await.unwrap_err();
-    assert!(matches!(&e, DriverError::UnknownNode { node, .. } if node == "emqx@10.0.0.9"), "{e}");
+    assert!(
+        matches!(&e, DriverError::UnknownNode { node, .. } if node == "emqx@10.0.0.9"),
+        "{e}"
+    );
 
     // 503: unknown now, never read as zero.
     stub.lock().unwrap().unavailable = true;
@@ -210,7 +244,10 @@ async fn unknown_nodes_unavailability_and_bad_credentials_are_told_apart() {
     // Wrong secret: refused with EMQX's answer in the message.
     let e = driver(&url, "wrong").report(&target(1)).await.unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("HTTP 401") && text.contains("BAD_API_KEY_OR_SECRET"), "{text}");
+    assert!(
+        text.contains("HTTP 401") && text.contains("BAD_API_KEY_OR_SECRET"),
+        "{text}"
+    );
 
     // Nothing listening: unreachable.
     let closed = driver("http://127.0.0.1:1", "secret");

@@ -50,7 +50,11 @@ enum Command {
 
 /// `kubectl-sluice`: the same binary under a kubectl plugin's name.
 #[derive(Debug, Parser)]
-#[command(name = "kubectl sluice", version, about = "Follow, abort or resume a GracefulSet upgrade")]
+#[command(
+    name = "kubectl sluice",
+    version,
+    about = "Follow, abort or resume a GracefulSet upgrade"
+)]
 struct PluginCli {
     #[command(flatten)]
     args: sluice_operator::KubectlArgs,
@@ -131,7 +135,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Kubectl(args) => {
-            print!("{}", runtime()?.block_on(sluice_operator::kubectl::run(args))?);
+            print!(
+                "{}",
+                runtime()?.block_on(sluice_operator::kubectl::run(args))?
+            );
             Ok(())
         }
     }

@@ -73,7 +73,10 @@ impl Cluster {
     /// pods uniquely, so it is this very pod from an earlier reconcile).
     pub async fn create_pod(&self, pod: &Pod) -> Result<(), kube::Error> {
         tolerate(
-            self.pods.create(&PostParams::default(), pod).await.map(drop),
+            self.pods
+                .create(&PostParams::default(), pod)
+                .await
+                .map(drop),
             409,
         )
     }
@@ -190,10 +193,18 @@ impl Cluster {
         existing: &[ControllerRevision],
     ) -> Result<(), kube::Error> {
         let name = revision::controller_revision_name(&self.set, &shape.revision());
-        if existing.iter().any(|r| r.metadata.name.as_deref() == Some(&name)) {
+        if existing
+            .iter()
+            .any(|r| r.metadata.name.as_deref() == Some(&name))
+        {
             return Ok(());
         }
-        let number = existing.iter().filter_map(|r| r.revision).max().unwrap_or(0) + 1;
+        let number = existing
+            .iter()
+            .filter_map(|r| r.revision)
+            .max()
+            .unwrap_or(0)
+            + 1;
         let cr = revision::controller_revision(set, shape, number);
         tolerate(
             self.revisions

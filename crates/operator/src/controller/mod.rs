@@ -120,7 +120,9 @@ pub fn validate(set: &GracefulSet, shape: &PodShape) -> Result<(), InvalidField>
         if labels.get(k) != Some(v) {
             return Err(InvalidField::new(
                 "spec.selector.matchLabels",
-                format!("{k}={v} is not among spec.template.metadata.labels: the set's pods would not match its selector; add the label to the template"),
+                format!(
+                    "{k}={v} is not among spec.template.metadata.labels: the set's pods would not match its selector; add the label to the template"
+                ),
             ));
         }
     }
@@ -226,7 +228,14 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         let mut status = last.clone();
         status.observed_generation = generation;
         status.selector = selector;
-        set_condition(&mut status, INVALID_SPEC, "True", "InvalidSpec", &e.to_string(), generation);
+        set_condition(
+            &mut status,
+            INVALID_SPEC,
+            "True",
+            "InvalidSpec",
+            &e.to_string(),
+            generation,
+        );
         if status != last {
             publish(ctx, set, None, "InvalidSpec", e.to_string(), true).await;
             cluster.publish_status(&status).await?;
@@ -261,7 +270,10 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         {
             match driver.start(&t, &drain, &[]).await {
                 Ok(()) => {
-                    let note = format!("pod {} is terminating with {} connections: evacuating them at {}/s", v.name, r.connections, drain.conn_evict_rate);
+                    let note = format!(
+                        "pod {} is terminating with {} connections: evacuating them at {}/s",
+                        v.name, r.connections, drain.conn_evict_rate
+                    );
                     publish(ctx, set, Some(&v.name), "Draining", note, false).await;
                 }
                 Err(e) => tracing::warn!(pod = %v.name, error = %e, "cannot drain"),
@@ -345,7 +357,15 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         cluster.publish_status(&status).await?;
     }
     if last.phase != status.phase || last.update_revision != status.update_revision {
-        publish(ctx, set, None, "PhaseChanged", phase_note(&last, &decision), false).await;
+        publish(
+            ctx,
+            set,
+            None,
+            "PhaseChanged",
+            phase_note(&last, &decision),
+            false,
+        )
+        .await;
     }
     if decision.status.phase == Phase::Aborted && observed.abort_requested {
         cluster.clear_abort().await?;
@@ -447,7 +467,9 @@ impl Applier<'_> {
                 } else {
                     (
                         "NotServing",
-                        format!("pod {pod} receives no new connections; it keeps its established ones"),
+                        format!(
+                            "pod {pod} receives no new connections; it keeps its established ones"
+                        ),
                     )
                 };
                 publish(ctx, set, Some(&pod), reason, note, false).await;
@@ -458,7 +480,9 @@ impl Applier<'_> {
                 self.driver.start(&t, evacuation, &self.migrate_to).await?;
                 let note = format!(
                     "evacuating pod {pod}: {} connections/s, {} sessions/s, waitTakeover {} s",
-                    evacuation.conn_evict_rate, evacuation.sess_evict_rate, evacuation.wait_takeover
+                    evacuation.conn_evict_rate,
+                    evacuation.sess_evict_rate,
+                    evacuation.wait_takeover
                 );
                 publish(ctx, set, Some(&pod), "NodeEvacuation", note, false).await;
             }
@@ -476,7 +500,15 @@ impl Applier<'_> {
                 }
                 cluster.delete_pod(&pod).await?;
                 views.retain(|v| v.name != pod);
-                publish(ctx, set, Some(&pod), "DeletedPod", format!("deleted pod {pod}"), false).await;
+                publish(
+                    ctx,
+                    set,
+                    Some(&pod),
+                    "DeletedPod",
+                    format!("deleted pod {pod}"),
+                    false,
+                )
+                .await;
             }
         }
         Ok(())
@@ -498,7 +530,11 @@ fn shape_for(
         .iter()
         .find(|r| r.metadata.name.as_deref() == Some(&name))
         .and_then(revision::shape_of)
-        .ok_or_else(|| Error::Apply(format!("the template of revision {rev} is gone (ControllerRevision {name} missing)")))
+        .ok_or_else(|| {
+            Error::Apply(format!(
+                "the template of revision {rev} is gone (ControllerRevision {name} missing)"
+            ))
+        })
 }
 
 /// On deletion: stop every running evacuation, so that nothing keeps evicting
@@ -512,7 +548,15 @@ async fn cleanup(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         Ok(d) => d,
         Err(e) => {
             // Without credentials nothing can be stopped; do not hold the set forever.
-            publish(ctx, set, None, "CleanupIncomplete", format!("cannot stop evacuations: {e}"), true).await;
+            publish(
+                ctx,
+                set,
+                None,
+                "CleanupIncomplete",
+                format!("cannot stop evacuations: {e}"),
+                true,
+            )
+            .await;
             return Ok(Requeue::await_change());
         }
     };
@@ -527,8 +571,28 @@ async fn cleanup(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
             && r.evacuation.is_some()
         {
             match driver.stop(&t).await {
-                Ok(()) => publish(ctx, set, Some(&v.name), "EvacuationStopped", format!("set deleted: stopped the evacuation of pod {}", v.name), false).await,
-                Err(e) => publish(ctx, set, Some(&v.name), "CleanupIncomplete", format!("set deleted: {e}"), true).await,
+                Ok(()) => {
+                    publish(
+                        ctx,
+                        set,
+                        Some(&v.name),
+                        "EvacuationStopped",
+                        format!("set deleted: stopped the evacuation of pod {}", v.name),
+                        false,
+                    )
+                    .await
+                }
+                Err(e) => {
+                    publish(
+                        ctx,
+                        set,
+                        Some(&v.name),
+                        "CleanupIncomplete",
+                        format!("set deleted: {e}"),
+                        true,
+                    )
+                    .await
+                }
             }
         }
     }

@@ -56,7 +56,8 @@ impl EmqxDriver {
                     .to_owned(),
             ),
         };
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         Ok(EmqxDriver {
             api,
             api_port,
@@ -74,9 +75,9 @@ impl EmqxDriver {
     }
 
     fn addr(&self, target: &Target) -> String {
-        self.api.clone().unwrap_or_else(|| {
-            std::net::SocketAddr::new(target.ip, self.api_port).to_string()
-        })
+        self.api
+            .clone()
+            .unwrap_or_else(|| std::net::SocketAddr::new(target.ip, self.api_port).to_string())
     }
 
     async fn call(
@@ -86,7 +87,15 @@ impl EmqxDriver {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer, DriverError> {
-        let a = call(&target.pod, &self.addr(target), method, path, &self.auth, body).await?;
+        let a = call(
+            &target.pod,
+            &self.addr(target),
+            method,
+            path,
+            &self.auth,
+            body,
+        )
+        .await?;
         if a.status == 503 {
             return Err(DriverError::Unavailable {
                 pod: target.pod.clone(),
@@ -127,8 +136,7 @@ impl Evacuator for EmqxDriver {
             });
         }
         let count = |k: &str| n.json.get(k).and_then(Value::as_u64);
-        let (Some(live), Some(sessions)) = (count("live_connections"), count("connections"))
-        else {
+        let (Some(live), Some(sessions)) = (count("live_connections"), count("connections")) else {
             return Err(refused(target, n.status, n.text));
         };
         let g = self
