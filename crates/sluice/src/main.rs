@@ -40,10 +40,39 @@ enum Command {
     Abort(sluice_local::AbortArgs),
     /// Run a whole graceful upgrade under load on this machine and report the promises.
     Demo(sluice_demo::DemoArgs),
+    /// The Kubernetes operator for the GracefulSet resource (`run`, `crd`).
+    #[command(subcommand)]
+    Operator(sluice_operator::OperatorCommand),
+    /// The kubectl plugin (`kubectl sluice status|abort|promote NAME` when this
+    /// binary is installed as `kubectl-sluice`).
+    Kubectl(sluice_operator::KubectlArgs),
+}
+
+/// `kubectl-sluice`: the same binary under a kubectl plugin's name.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl sluice",
+    version,
+    about = "Follow, abort or resume a GracefulSet upgrade"
+)]
+struct PluginCli {
+    #[command(flatten)]
+    args: sluice_operator::KubectlArgs,
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let parsed = if invoked_as.as_deref() == Some("kubectl-sluice") {
+        PluginCli::try_parse().map(|p| Cli {
+            command: Command::Kubectl(p.args),
+        })
+    } else {
+        Cli::try_parse()
+    };
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version.
@@ -102,6 +131,17 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => runtime()?
             .block_on(sluice_demo::run(args))
             .map_err(Into::into),
+        Command::Operator(cmd) => {
+            print!("{}", runtime()?.block_on(sluice_operator::run(cmd))?);
+            Ok(())
+        }
+        Command::Kubectl(args) => {
+            print!(
+                "{}",
+                runtime()?.block_on(sluice_operator::kubectl::run(args))?
+            );
+            Ok(())
+        }
     }
 }
 
