@@ -12,4 +12,5 @@
 
 pub mod codec;
 pub mod http;
+pub mod http1;
 pub mod mqtt;
