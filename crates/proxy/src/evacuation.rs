@@ -81,7 +81,14 @@ pub struct EvacParams {
     pub server_reference: Option<String>,
     /// What MQTT 5 clients are sent.
     pub mqtt5_evict: EvictMode,
+    /// Seconds from the start of `evicting_conns` after which connections
+    /// still open (idle HTTP keep-alive ones waiting for a request) are closed.
+    pub deadline: u32,
 }
+
+/// The default of [`EvacParams::deadline`]: generous, since an idle HTTP
+/// connection closed before its next request risks that request.
+pub const DEFAULT_DEADLINE: u32 = 300;
 
 const FIELDS: &[&str] = &[
     "conn_evict_rate",
@@ -91,6 +98,7 @@ const FIELDS: &[&str] = &[
     "server_reference",
     "redirect_to",
     "mqtt5_evict",
+    "deadline",
 ];
 
 impl EvacParams {
@@ -135,7 +143,9 @@ impl EvacParams {
                 )
             })?,
         };
+        let deadline = secs(&mut f, "deadline")?.unwrap_or(DEFAULT_DEADLINE.into());
         Ok(EvacParams {
+            deadline: small(deadline),
             conn_evict_rate: small(conn_evict_rate),
             sess_evict_rate: small(sess_evict_rate),
             wait_takeover: small(wait_takeover),
@@ -294,6 +304,7 @@ async fn drive(
     let eviction = Eviction {
         mode: params.mqtt5_evict,
         server_reference: params.server_reference.as_deref().map(Arc::from),
+        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(params.deadline.into())),
     };
     let mut pacer = Pacer::new(params.conn_evict_rate.into(), clock.now());
     loop {
@@ -343,6 +354,7 @@ pub fn status(upstream: &Upstream) -> Value {
         "wait_health_check": p.map_or(0, |p| p.wait_health_check),
         "server_reference": p.and_then(|p| p.server_reference.clone()),
         "mqtt5_evict": p.map(|p| p.mqtt5_evict.as_str()),
+        "deadline": p.map_or(0, |p| p.deadline),
         "stats": {
             "initial_connected": if running { evac.initial_connected } else { current_connected },
             "current_connected": current_connected,
@@ -369,11 +381,14 @@ mod tests {
         assert_eq!(p.wait_health_check, DEFAULT_WAIT_HEALTH_CHECK as u32);
         assert_eq!(p.server_reference.as_deref(), Some("d:1"));
         assert_eq!(p.mqtt5_evict, EvictMode::Disconnect8b);
+        assert_eq!(p.deadline, DEFAULT_DEADLINE);
         let p = parse(
             r#"{"conn_evict_rate": 200, "sess_evict_rate": 20, "wait_takeover": 5,
-                "wait_health_check": 0, "server_reference": "host:1883", "mqtt5_evict": "close"}"#,
+                "wait_health_check": 0, "server_reference": "host:1883", "mqtt5_evict": "close",
+                "deadline": 30}"#,
         )
         .unwrap();
+        assert_eq!(p.deadline, 30);
         assert_eq!((p.sess_evict_rate, p.wait_takeover), (20, 5));
         assert_eq!(p.server_reference.as_deref(), Some("host:1883"));
         assert_eq!(p.mqtt5_evict, EvictMode::Close);

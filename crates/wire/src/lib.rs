@@ -14,3 +14,4 @@ pub mod codec;
 pub mod http;
 pub mod http1;
 pub mod mqtt;
+pub mod ws;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bench_extra;
+pub mod http_extra;
 pub mod proxy_extra;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
