@@ -11,6 +11,7 @@
 //! every encoder round-trips through its decoder.
 
 pub mod codec;
+pub mod h2;
 pub mod http;
 pub mod http1;
 pub mod mqtt;

@@ -13,9 +13,12 @@
 //!   on to the app, and the proxy closes once it has passed (or after the
 //!   evict grace).
 //!
+//! * HTTP/2 cleartext and gRPC: see [`h2`].
+//!
 //! The framing is `sluice_wire`'s (sans-IO); the decisions are [`exchange`]'s.
 
 pub mod exchange;
+pub mod h2;
 
 use std::io;
 use std::sync::Mutex;
@@ -23,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use sluice_wire::h2::PREFACE;
 use sluice_wire::http1::{
     Body, Framing, looks_like_request, parse_request_head, parse_response_head,
     with_connection_close,
@@ -47,26 +51,33 @@ pub const LINGER: Duration = Duration::from_secs(1);
 /// How often a connection past its deadline looks whether it became idle.
 const DEADLINE_POLL: Duration = Duration::from_millis(50);
 
-/// Whether a connection's first bytes are an HTTP request line: `None` until
-/// enough bytes came to tell.
+/// Whether a connection's first bytes are an HTTP request line or the
+/// HTTP/2 preface: `None` until enough bytes came to tell.
 pub fn looks_like_http(buf: &[u8]) -> Option<bool> {
+    if buf.len() < PREFACE.len() && PREFACE.starts_with(buf) && buf.len() >= 4 {
+        return None;
+    }
     looks_like_request(buf)
 }
 
 /// A flag one direction raises and the other waits for.
 #[derive(Debug, Default)]
-struct Signal {
+pub(crate) struct Signal {
     raised: AtomicBool,
     notify: Notify,
 }
 
 impl Signal {
-    fn raise(&self) {
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn raise(&self) {
         self.raised.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -109,6 +120,9 @@ pub async fn pipe(
     control: &ConnControl,
     opening: Vec<u8>,
 ) -> Option<&'static str> {
+    if opening.starts_with(PREFACE) {
+        return h2::pipe(shared, upstream, client, server, control, opening).await;
+    }
     let m = &upstream.metrics;
     let conn = Conn {
         control,
@@ -158,7 +172,7 @@ async fn deadline(conn: &Conn<'_>) -> &'static str {
 }
 
 /// Reads what is readable into `pending`; `Ok(false)` at EOF.
-async fn read_more(src: &mut ReadHalf<'_>, pending: &mut Vec<u8>) -> io::Result<bool> {
+pub(crate) async fn read_more(src: &mut ReadHalf<'_>, pending: &mut Vec<u8>) -> io::Result<bool> {
     loop {
         src.readable().await?;
         pending.reserve(CHUNK);
@@ -172,7 +186,11 @@ async fn read_more(src: &mut ReadHalf<'_>, pending: &mut Vec<u8>) -> io::Result<
 }
 
 /// Writes `bytes` and counts them.
-async fn send(dst: &mut WriteHalf<'_>, bytes: &[u8], counter: &Counter) -> io::Result<()> {
+pub(crate) async fn send(
+    dst: &mut WriteHalf<'_>,
+    bytes: &[u8],
+    counter: &Counter,
+) -> io::Result<()> {
     if !bytes.is_empty() {
         dst.write_all(bytes).await?;
         counter.inc_by(bytes.len() as u64);
@@ -182,7 +200,7 @@ async fn send(dst: &mut WriteHalf<'_>, bytes: &[u8], counter: &Counter) -> io::R
 
 /// Drops the first `n` bytes; an emptied buffer is released (idle
 /// connections hold no memory).
-fn consume(pending: &mut Vec<u8>, n: usize) {
+pub(crate) fn consume(pending: &mut Vec<u8>, n: usize) {
     if n >= pending.len() {
         *pending = Vec::new();
     } else {

@@ -8,11 +8,17 @@ import asyncio
 import sys
 
 from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
 
 
 async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
+    try:
+        async for message in ws:
+            await ws.send(message)
+    except ConnectionClosed:
+        # The client left (an evicted client's last message may be echoed
+        # after its Close): nothing to do.
+        pass
 
 
 async def main(port):
