@@ -10,7 +10,7 @@ use sluice_core::engine::{self, EvacuationStats, NodeEvacuationStatus};
 use sluice_core::spec::EvacuationStrategy;
 
 use super::http;
-use crate::fleet::{Fleet, InstanceVars, Protocol};
+use crate::fleet::{Fleet, InstanceVars};
 use crate::process::{Probe, ProbeError, SpawnSpec, Supervised, free_port};
 
 /// How long one admin call to an evacuator may take.
@@ -151,10 +151,7 @@ impl Inst {
                 return inst;
             }
         }
-        let protocol = match fleet.protocol {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Tcp => "tcp",
-        };
+        let protocol = fleet.protocol.as_str();
         let evacuator = SpawnSpec {
             program: exe.display().to_string(),
             args: [

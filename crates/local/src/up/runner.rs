@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::front::Table;
 use super::instance::Inst;
 use super::{Shared, stamp};
-use crate::fleet::{Fleet, Protocol};
+use crate::fleet::Fleet;
 
 /// The longest time between two ticks (observation is cheap on loopback).
 pub(crate) const MAX_TICK: Duration = Duration::from_millis(200);
@@ -223,10 +223,7 @@ impl Runner {
     /// Publishes the status, the instance table and the metrics text.
     fn publish(&self, status: &Status, fleet: &Fleet) {
         let views: Vec<Value> = self.instances.values().map(Inst::view).collect();
-        let protocol = match fleet.protocol {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Tcp => "tcp",
-        };
+        let protocol = fleet.protocol.as_str();
         let live = || self.instances.values().filter(|i| !i.failed());
         let mut m = String::new();
         m.push_str("# HELP sluice_upstream_connections Connections each instance holds.\n");
