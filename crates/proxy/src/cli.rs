@@ -266,5 +266,7 @@ mod tests {
         assert!(parse_positive_secs("0").is_err());
         assert_eq!(EvictMode::parse("close"), Some(EvictMode::Close));
         assert_eq!(EvictMode::parse("nope"), None);
+        assert_eq!(parse_ws_close_code("1012"), Ok(1012));
+        assert!(parse_ws_close_code("1000").unwrap_err().contains("1001"));
     }
 }

@@ -541,3 +541,26 @@ async fn forward_responses(
 fn marked_opaque(conn: &Conn<'_>, phase: &Responses) -> bool {
     matches!(phase, Responses::Opaque) && conn.marked()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_and_the_h2_preface_are_http() {
+        assert_eq!(looks_like_http(b"GET / HTTP/1.1\r\n"), Some(true));
+        assert_eq!(
+            looks_like_http(b"PRI * HTT"),
+            None,
+            "wait for the whole preface"
+        );
+        assert_eq!(looks_like_http(PREFACE), Some(true));
+        assert_eq!(looks_like_http(b"PRI / HTTP/1.1"), Some(true));
+        assert_eq!(looks_like_http(&[0x10, 0x20]), Some(false));
+        let mut v = Vec::from(&b"ok"[..]);
+        consume(&mut v, 1);
+        assert_eq!(v, b"k");
+        consume(&mut v, 5);
+        assert_eq!(v.capacity(), 0, "an emptied buffer is released");
+    }
+}
