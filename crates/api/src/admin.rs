@@ -54,6 +54,9 @@ pub mod field {
     pub const MQTT5_EVICT: &str = "mqtt5_evict";
     /// EMQX: the nodes (instances) that receive the evicted clients.
     pub const MIGRATE_TO: &str = "migrate_to";
+    /// Seconds after which connections still open (idle HTTP keep-alive ones)
+    /// are closed.
+    pub const DEADLINE: &str = "deadline";
     /// Every field of [`super::EvacuationRequest`].
     pub const EVACUATION_REQUEST: &[&str] = &[
         CONN_EVICT_RATE,
@@ -64,6 +67,7 @@ pub mod field {
         REDIRECT_TO,
         MQTT5_EVICT,
         MIGRATE_TO,
+        DEADLINE,
     ];
     /// The only field of [`super::ServingRequest`].
     pub const SERVING: &str = "serving";
@@ -111,6 +115,11 @@ pub struct EvacuationRequest {
     /// through the front, which sends them to these instances first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrate_to: Vec<String>,
+    /// Seconds from the start of `evicting_conns` after which connections still
+    /// open (idle HTTP keep-alive ones waiting for a request) are closed
+    /// (0–86400; the server's default is generous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u32>,
 }
 
 impl EvacuationRequest {
@@ -128,6 +137,7 @@ impl EvacuationRequest {
             redirect_to: None,
             mqtt5_evict: None,
             migrate_to,
+            deadline: None,
         }
     }
 
@@ -142,6 +152,7 @@ impl EvacuationRequest {
             redirect_to: None,
             mqtt5_evict: None,
             migrate_to: Vec::new(),
+            deadline: None,
         }
     }
 }
@@ -170,6 +181,9 @@ pub struct EvacuationStatus {
     /// The recipients the evacuation was started with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrate_to: Vec<String>,
+    /// Seconds after which still-open connections are closed (0 when disabled).
+    #[serde(default)]
+    pub deadline: u64,
     /// Connection and session counts.
     pub stats: EvacuationStats,
 }

@@ -11,7 +11,8 @@
 //! [`mqtt`] (CONNECT sniffing, boundaries, packets the proxy writes),
 //! [`registry`] (upstreams, connections, selection), [`evacuation`] (the state
 //! machine), [`admin`] (HTTP API), [`body`] (strict request bodies),
-//! [`metrics`], [`drain`] (SIGTERM), [`handoff`] (connections handed over as
+//! [`metrics`], [`drain`] (SIGTERM), [`http`] (HTTP/1.x, WebSocket and HTTP/2
+//! eviction between exchanges), [`handoff`] (connections handed over as
 //! file descriptors on a Unix socket, `--accept-unix`), [`auth`] (the admin
 //! API's bearer token, shared with `sluice up`).
 
@@ -24,6 +25,7 @@ pub mod copy;
 pub mod drain;
 pub mod evacuation;
 pub mod handoff;
+pub mod http;
 pub mod metrics;
 pub mod mqtt;
 pub mod registry;

@@ -28,6 +28,9 @@ pub struct Eviction {
     pub mode: EvictMode,
     /// The Server Reference for DISCONNECT 0x9C.
     pub server_reference: Option<Arc<str>>,
+    /// When connections that wait for their next exchange (idle HTTP
+    /// keep-alive) are closed anyway; `None`: after the evict grace.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// The handle through which the evacuation asks one connection to leave; shared
@@ -499,6 +502,7 @@ mod tests {
         let ev = Eviction {
             mode: EvictMode::Close,
             server_reference: None,
+            deadline: None,
         };
         assert!(a.evict_oldest(&ev));
         assert!(c1.eviction().is_some() && c2.eviction().is_none());

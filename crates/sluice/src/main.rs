@@ -29,6 +29,9 @@ enum Command {
     /// A sample MQTT broker (MQTT 3.1.1 and 5 on one port, embedded rumqttd) for
     /// demos and tests, so they need nothing installed.
     Broker(sluice_local::BrokerArgs),
+    /// A sample HTTP/1.1 keep-alive server (`200 ok NAME`) for demos and tests,
+    /// so they need nothing installed.
+    ServeHttp(sluice_local::HttpServerArgs),
     /// Run a fleet in the foreground: instances behind their evacuators and a front
     /// listener, upgraded by the engine when its spec changes.
     Up(sluice_local::UpArgs),
@@ -115,6 +118,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             .map_err(Into::into),
         Command::Broker(args) => runtime()?
             .block_on(sluice_local::serve_broker(args))
+            .map_err(Into::into),
+        Command::ServeHttp(args) => runtime()?
+            .block_on(sluice_local::serve_http(args))
             .map_err(Into::into),
         Command::Up(args) => runtime()?
             .block_on(sluice_local::run_up(args))

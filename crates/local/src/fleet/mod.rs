@@ -75,6 +75,20 @@ pub enum Protocol {
     /// Any TCP protocol: an evicted connection is closed.
     #[default]
     Tcp,
+    /// HTTP/1.x, WebSocket, HTTP/2 cleartext and gRPC: evicted between
+    /// exchanges (`Connection: close`, a Close frame, a two-phase GOAWAY).
+    Http,
+}
+
+impl Protocol {
+    /// The spelling of the file and of `sluice proxy --protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Mqtt => "mqtt",
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+        }
+    }
 }
 
 /// The source text and its name, kept to point errors at lines.

@@ -29,6 +29,8 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(f.replicas, 1);
     assert_eq!(f.listen, "127.0.0.1:1883".parse::<SocketAddr>().unwrap());
     assert_eq!(f.protocol, Protocol::Tcp);
+    let http = parse(&MINIMAL.replace("name: demo", "name: demo\nprotocol: http")).unwrap();
+    assert_eq!(http.protocol.as_str(), "http");
     assert_eq!(f.version, "");
     assert_eq!(f.update_strategy, UpdateStrategy::default());
     assert_eq!(f.app.readiness, Readiness::Tcp(TcpProbe {}));
@@ -318,7 +320,7 @@ fn other_field_checks() {
         e.contains("app.readiness.http.port: is \"{probePort}\" but"),
         "{e}"
     );
-    let e = error(&format!("{MINIMAL}protocol: http\n"));
+    let e = error(&format!("{MINIMAL}protocol: ftp\n"));
     assert!(e.starts_with("fleet.yaml:5: "), "{e}");
     let e = error(&format!("{MINIMAL}replicas: many\n"));
     assert!(e.starts_with("fleet.yaml:5: "), "{e}");

@@ -11,7 +11,7 @@ use sluice_api::evacuator::{Evacuator, EvacuatorError};
 use sluice_core::engine::{self, Load, NodeEvacuationStatus};
 use sluice_http::evacuator::ProxyEvacuator;
 
-use crate::fleet::{Fleet, InstanceVars, Protocol};
+use crate::fleet::{Fleet, InstanceVars};
 use crate::process::{Probe, ProbeError, SpawnSpec, Supervised, free_port};
 
 /// How long one admin call to an evacuator may take.
@@ -149,10 +149,7 @@ impl Inst {
                 return inst;
             }
         }
-        let protocol = match fleet.protocol {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Tcp => "tcp",
-        };
+        let protocol = fleet.protocol.as_str();
         let evacuator = SpawnSpec {
             program: exe.display().to_string(),
             args: [

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use super::front::Table;
 use super::instance::Inst;
 use super::{Shared, stamp};
-use crate::fleet::{Fleet, Protocol};
+use crate::fleet::Fleet;
 
 /// The longest time between two ticks (observation is cheap on loopback).
 pub(crate) const MAX_TICK: Duration = Duration::from_millis(200);
@@ -239,10 +239,7 @@ impl Runner {
     /// Publishes the status, the instance table and the metrics text.
     fn publish(&self, status: &Status, fleet: &Fleet, clear_abort_request: bool) {
         let views: Vec<InstanceView> = self.instances.values().map(Inst::view).collect();
-        let protocol = match fleet.protocol {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Tcp => "tcp",
-        };
+        let protocol = fleet.protocol.as_str();
         let live = || self.instances.values().filter(|i| !i.failed());
         let mut m = String::new();
         let _ = writeln!(

@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod bench_extra;
+pub mod http_extra;
 pub mod proxy_extra;
 
 use std::net::SocketAddr;
