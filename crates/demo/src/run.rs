@@ -163,7 +163,13 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     write(&v1_path, &v1)?;
     write(&plan.dir.join("fleet-v2.yaml"), &v2)?;
 
-    let mut up = Up::start(&plan.sluice, &v1_path, admin, &plan.dir.join("up.log"))?;
+    let mut up = Up::start(
+        &plan.sluice,
+        &v1_path,
+        admin,
+        spec.strategy.up_flags(),
+        &plan.dir.join("up.log"),
+    )?;
     up.wait_healthy(Duration::from_secs(20)).await?;
     let before = wait_stable(&mut up, plan.replicas, Duration::from_secs(60)).await?;
     let old: BTreeSet<String> = before.instances.iter().map(|i| i.name.clone()).collect();

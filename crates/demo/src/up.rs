@@ -24,11 +24,12 @@ pub struct Up {
 }
 
 impl Up {
-    /// Starts `sluice up -f FLEET --admin ADMIN`, output to `log`.
+    /// Starts `sluice up -f FLEET --admin ADMIN FLAGS…`, output to `log`.
     pub fn start(
         sluice: &Path,
         fleet: &Path,
         admin: SocketAddr,
+        flags: &[&str],
         log: &Path,
     ) -> Result<Up, DemoError> {
         let file = std::fs::File::create(log).map_err(|source| DemoError::Io {
@@ -45,6 +46,7 @@ impl Up {
             .arg(fleet)
             .arg("--admin")
             .arg(admin.to_string())
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)

@@ -9,6 +9,7 @@ use sluice_api::admin::EvacuationRequest;
 use sluice_api::control::InstanceView;
 use sluice_api::evacuator::{Evacuator, EvacuatorError};
 use sluice_core::engine::{self, Load, NodeEvacuationStatus};
+use sluice_core::time::Timestamp;
 use sluice_http::evacuator::ProxyEvacuator;
 
 use crate::fleet::{Fleet, InstanceVars, Protocol};
@@ -29,7 +30,7 @@ const EVACUATOR_DRAIN_TIMEOUT: &str = "10";
 pub(crate) struct Inst {
     pub name: String,
     pub revision: String,
-    pub created_at: Duration,
+    pub created_at: Timestamp,
     pub port: u16,
     pub admin: SocketAddr,
     pub socket: PathBuf,
@@ -64,7 +65,7 @@ impl Inst {
         fleet: &Fleet,
         name: &str,
         revision: &str,
-        created_at: Duration,
+        created_at: Timestamp,
         run_dir: &Path,
         exe: &Path,
     ) -> Inst {
