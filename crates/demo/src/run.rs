@@ -343,15 +343,12 @@ async fn settle(
     let mut last_print = start;
     loop {
         up.check_alive()?;
-        let connected: u64 = up
-            .connections()
-            .await
-            .map(|m| m.values().sum())
-            .unwrap_or(0);
-        if connected >= clients {
+        // A failed scrape is not "0 connected": it just does not count as settled.
+        let connected: Option<u64> = up.connections().await.ok().map(|m| m.values().sum());
+        if let Some(c) = connected.filter(|c| *c >= clients) {
             let s = *since.get_or_insert_with(Instant::now);
             if s.elapsed() >= SETTLED_FOR {
-                say(format!("{connected}/{clients} clients connected, settled"));
+                say(format!("{c}/{clients} clients connected, settled"));
                 return Ok(true);
             }
         } else {
@@ -359,7 +356,8 @@ async fn settle(
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            say(format!("{connected}/{clients} clients connected"));
+            let n = connected.map_or_else(|| "?".to_owned(), |c| c.to_string());
+            say(format!("{n}/{clients} clients connected"));
         }
         if start.elapsed() > limit {
             return Ok(false);
