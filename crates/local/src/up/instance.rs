@@ -43,8 +43,11 @@ pub(crate) struct Inst {
     pub serving: bool,
     app_ready: bool,
     last_probe: Option<Instant>,
-    /// What its evacuator last reported (or why it could not be read).
+    /// What its evacuator last reported (or why it could not be read). Empty
+    /// until the first report: a new instance serves nobody before it is ready.
     pub load: Load,
+    /// The last report succeeded (part of readiness).
+    evacuator_ok: bool,
     /// Why it failed, once it has.
     pub failure: Option<String>,
 }
@@ -99,9 +102,8 @@ impl Inst {
             serving: false,
             app_ready: false,
             last_probe: None,
-            load: Load::Unknown {
-                reason: "its evacuator has not been read yet".to_owned(),
-            },
+            load: Load::EMPTY,
+            evacuator_ok: false,
             failure: None,
         };
         let (port, admin_port, probe_port) = match ports {
@@ -208,7 +210,7 @@ impl Inst {
     }
 
     pub(crate) fn ready(&self) -> bool {
-        !self.failed() && self.app_ready && self.load.known()
+        !self.failed() && self.app_ready && self.evacuator_ok
     }
 
     /// The driver of its evacuator.
@@ -252,6 +254,7 @@ impl Inst {
             self.app_ready = result.is_ok();
             self.last_probe = Some(Instant::now());
         }
+        self.evacuator_ok = seen.report.is_ok();
         self.load = match seen.report {
             Ok(report) => Load::from_report(NodeEvacuationStatus {
                 node: self.name.clone(),
