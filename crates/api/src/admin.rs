@@ -337,6 +337,36 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_reads_the_emqx_operators_node_evacuation_status() {
+        // From the EMQX Operator documentation (`.status.nodeEvacuationsStatus[0]`).
+        let emqx = json!({
+            "connection_eviction_rate": 200,
+            "node": "emqx-ee@emqx-ee-54fc496fb4-2.emqx-ee-headless.default.svc.cluster.local",
+            "session_eviction_rate": 200,
+            "session_goal": 0,
+            "connection_goal": 22,
+            "session_recipients": ["emqx-ee@emqx-ee-5d87d4c6bd-2.emqx-ee-headless.default.svc.cluster.local"],
+            "state": "waiting_takeover",
+            "stats": { "current_connected": 0, "current_sessions": 0, "initial_connected": 33, "initial_sessions": 0 }
+        });
+        let s: NodeEvacuationStatus = serde_json::from_value(emqx.clone()).unwrap();
+        assert_eq!(s.state, EvacuationState::WaitingTakeover);
+        assert_eq!(s.stats.initial_connected, 33);
+        assert_eq!(s.connection_goal, Some(22));
+        assert_eq!(serde_json::to_value(&s).unwrap(), emqx);
+        for (state, name) in [
+            (EvacuationState::WaitingHealthCheck, "waiting_health_check"),
+            (EvacuationState::EvictingConns, "evicting_conns"),
+            (EvacuationState::EvictingSessions, "evicting_sessions"),
+            (EvacuationState::Prohibiting, "prohibiting"),
+            (EvacuationState::Disabled, "disabled"),
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(state.as_str(), name, "the metric label is the serde name");
+        }
+    }
+
+    #[test]
     fn error_codes_are_screaming() {
         let e = ErrorBody {
             code: ErrorCode::BadRequest,

@@ -135,6 +135,7 @@ async fn put_spec(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     if !same {
         c.fleets.insert(revision.clone(), fleet.clone());
         c.fleet = fleet;
+        c.generation += 1;
     }
     drop(c);
     shared.wake.notify_one();

@@ -56,6 +56,11 @@ pub struct UpArgs {
     /// $TMPDIR/sluice-up-NAME-PID).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
+    /// For `sluice demo` only: run updates with the comparison-only Naive
+    /// strategy (old instances deleted without evacuation), whatever the fleet
+    /// file's `updateStrategy.type` says. Not for real fleets.
+    #[arg(long, hide = true)]
+    pub naive_for_comparison: bool,
 }
 
 /// Flags of `sluice apply`.
@@ -116,6 +121,10 @@ pub(crate) struct Shared {
 pub(crate) struct Control {
     /// The spec the engine converges to.
     pub fleet: Fleet,
+    /// Bumped by every changed spec (the status' `observedGeneration`).
+    pub generation: i64,
+    /// `--naive-for-comparison`: the demo's Naive strategy replaces the file's.
+    pub naive: bool,
     /// Every revision's fleet seen, so instances of an older one can be
     /// created again (an abort returns to it).
     pub fleets: HashMap<String, Fleet>,
@@ -190,6 +199,8 @@ pub async fn run_up(args: UpArgs) -> Result<(), LocalError> {
         state: Mutex::new(Control {
             fleets: HashMap::from([(revision, fleet.clone())]),
             fleet,
+            generation: 1,
+            naive: args.naive_for_comparison,
             abort_requested: false,
             status: None,
             instances: Vec::new(),
