@@ -28,15 +28,13 @@ use crate::evacuator::sidecar::SidecarDriver;
 use crate::evacuator::{Driver, DriverError, Evacuator, Report, Target};
 use crate::pod::{self, pod_name};
 use crate::revision::{self, PodShape};
-use crate::status::{self, kube_time};
+use crate::status::{self, Timestamp, kube_time};
 use cluster::{ABORT_ANNOTATION, Cluster};
 pub use metrics::Metrics;
 use observe::{PodView, gates};
 
 /// Condition type published when the spec is refused (with the field named).
 pub const INVALID_SPEC: &str = "InvalidSpec";
-/// How soon to look again when an evacuator could not be asked.
-const RETRY_UNKNOWN: Duration = Duration::from_secs(2);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -90,11 +88,9 @@ pub fn error_policy(set: Arc<GracefulSet>, error: &Error, _ctx: Arc<Context>) ->
     Requeue::requeue(Duration::from_secs(5))
 }
 
-/// Now, since the UNIX epoch (the engine's origin on Kubernetes).
-fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
+/// Now, from the system clock (the engine never reads one itself).
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
 }
 
 /// Checks what the API server's schema cannot: the field is named from `spec`.
@@ -291,16 +287,17 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         })
         .collect();
     if !unknown.is_empty() {
-        // Unknown is never read as zero: no decision until every live pod answers.
+        // The engine keeps these pods (unknown is never read as zero) and says so
+        // in a condition; the Event tells `kubectl describe` why.
         let note = format!("waiting for evacuators to answer: {}", unknown.join("; "));
         publish(ctx, set, None, "EvacuatorUnreachable", note, true).await;
-        return Ok(Requeue::requeue(RETRY_UNKNOWN));
     }
 
-    let mut instances = Vec::with_capacity(views.len());
-    for (v, r) in views.iter().zip(&reports) {
-        instances.push(v.instance(r.as_ref().and_then(|r| r.as_ref().ok())));
-    }
+    let instances: Vec<_> = views
+        .iter()
+        .zip(&reports)
+        .map(|(v, r)| v.instance(r.as_ref()))
+        .collect();
     let observed = Observed {
         instances,
         last_status: status::from_kube(&last),
@@ -317,6 +314,8 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         return Ok(Requeue::requeue(engine::REQUEUE_AT_REST));
     }
     let spec = engine::Spec {
+        name: name.clone(),
+        generation,
         replicas: set.spec.replicas,
         revision: revision.clone(),
         strategy: set.spec.update_strategy.clone(),

@@ -2,14 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Pod;
-use sluice_core::engine::Instance;
+use sluice_core::engine::{Instance, Load};
 
-use crate::evacuator::{Report, Target};
+use crate::evacuator::{DriverError, Report, Target};
 use crate::pod::{SERVING_GATE, SIDECAR_NAME, instance_name, serving_decision};
 use crate::revision::REVISION_LABEL;
+use crate::status::{Timestamp, engine_time};
 
 /// One pod of the set, as observed.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +21,8 @@ pub struct PodView {
     pub namespace: String,
     /// Its revision label.
     pub revision: String,
-    /// Creation time since the UNIX epoch.
-    pub created_at: Duration,
+    /// Creation time.
+    pub created_at: Timestamp,
     /// All containers ready (the `ContainersReady` condition: readiness without
     /// the serving gate).
     pub ready: bool,
@@ -83,7 +82,7 @@ impl PodView {
             created_at: meta
                 .creation_timestamp
                 .as_ref()
-                .map(|t| Duration::from_secs(u64::try_from(t.0.as_second()).unwrap_or(0)))
+                .map(engine_time)
                 .unwrap_or_default(),
             ready: condition("ContainersReady").unwrap_or(false),
             serving: serving_decision(meta.annotations.as_ref()),
@@ -112,16 +111,22 @@ impl PodView {
 
     /// The engine's instance, with the evacuator's report (`None` when none was
     /// needed: nothing in the pod can hold a connection).
-    pub fn instance(&self, report: Option<&Report>) -> Instance {
+    pub fn instance(&self, report: Option<&Result<Report, DriverError>>) -> Instance {
         let mut i = Instance::new(&self.instance, &self.revision, self.created_at);
         i.ready = self.ready && !self.failed;
         i.serving = self.serving;
         i.failed = self.failed;
-        if let Some(r) = report {
-            i.connections = r.connections;
-            i.sessions = r.sessions;
-            i.evacuation = r.evacuation.clone();
-        }
+        i.load = match report {
+            None => Load::EMPTY,
+            Some(Ok(r)) => Load::Known {
+                connections: r.connections,
+                sessions: r.sessions,
+                evacuation: r.evacuation.clone(),
+            },
+            Some(Err(e)) => Load::Unknown {
+                reason: e.to_string(),
+            },
+        };
         i
     }
 }
@@ -157,7 +162,7 @@ mod tests {
             instance: name.into(),
             namespace: "default".into(),
             revision: revision.into(),
-            created_at: Duration::ZERO,
+            created_at: Timestamp::EPOCH,
             ready,
             serving,
             gate: None,
