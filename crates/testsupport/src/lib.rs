@@ -20,6 +20,16 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
+/// `N` different ports the OS says are free right now on 127.0.0.1 (held
+/// together while chosen, so that two of them are never the same port, as two
+/// calls of [`free_port`] can be).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local_addr").port())
+}
+
 /// `127.0.0.1:PORT` on a free port.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))

@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub use sluice_testsupport::{
-    ChildGuard, TempDir, collect_lines, free_addr, free_port, http, metric, python_with_paho,
-    require_program, sigterm, wait_for_port, wait_until,
+    ChildGuard, TempDir, collect_lines, free_addr, free_port, free_ports, http, metric,
+    python_with_paho, require_program, sigterm, wait_for_port, wait_until,
 };
 
 /// The `sluice` binary cargo built for these tests.

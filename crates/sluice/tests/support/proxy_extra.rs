@@ -17,7 +17,9 @@ use sluice_api::admin::{
     ErrorBody, EvacuationRequest, EvacuationStatus, ServingRequest, UpstreamView, path,
 };
 
-use super::{ChildGuard, free_port, python_with_paho, require_program, sluice_bin, wait_until};
+use super::{
+    ChildGuard, free_port, free_ports, python_with_paho, require_program, sluice_bin, wait_until,
+};
 pub use super::{http, metric, sigterm};
 
 /// A running `sluice proxy` on free loopback ports, killed when dropped.
@@ -53,8 +55,8 @@ impl Proxy {
         env: &[(&str, &str)],
         token: Option<String>,
     ) -> Proxy {
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let port = free_port();
+        let [listen, port] = free_ports();
+        let listen = SocketAddr::from(([127, 0, 0, 1], listen));
         let admin = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = proxy_command(upstreams, listen, SocketAddr::from((admin_ip, port)));
         cmd.args(extra)

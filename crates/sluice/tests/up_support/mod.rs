@@ -13,7 +13,7 @@ use sluice_core::engine::Phase;
 
 use crate::support::bench_extra::BenchRun;
 use crate::support::proxy_extra::http;
-use crate::support::{ChildGuard, TempDir, collect_lines, free_port, sluice_bin, wait_until};
+use crate::support::{ChildGuard, TempDir, collect_lines, free_ports, sluice_bin, wait_until};
 
 /// A fleet file: `{listen}` is replaced by the front address.
 pub fn fleet_yaml(replicas: u32, version: &str, extra: &str) -> String {
@@ -47,8 +47,8 @@ impl Up {
     /// the environment variables `env`.
     pub fn start_with(yaml: &str, admin_ip: [u8; 4], extra: &[&str], env: &[(&str, &str)]) -> Up {
         let dir = TempDir::new("up");
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let port = free_port();
+        let [listen, port] = free_ports();
+        let listen = SocketAddr::from(([127, 0, 0, 1], listen));
         let admin = SocketAddr::from(([127, 0, 0, 1], port));
         let file = dir.0.join("fleet.yaml");
         std::fs::write(&file, yaml.replace("{listen}", &listen.to_string())).unwrap();
