@@ -5,6 +5,7 @@
 //! Needs `scripts/testcluster up` and `SLUICE_KUBECONFIG` (scripts/test sets both).
 
 mod kube_support;
+mod support;
 
 use std::time::Duration;
 
