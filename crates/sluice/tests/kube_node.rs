@@ -5,6 +5,7 @@
 //! Needs `scripts/testcluster up` and `SLUICE_KUBECONFIG` (scripts/test sets both).
 
 mod kube_support;
+mod support;
 
 use std::time::Duration;
 
@@ -141,4 +142,73 @@ async fn lifecycle(env: &Env) {
         .and_then(|s| s.terminated.as_ref())
         .expect("terminated");
     assert_eq!(now.exit_code, 0, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_probes_hooks_and_a_shared_localhost() {
+    Env::start("kube-http", 6).await.run(http).await;
+}
+
+async fn http(env: &Env) {
+    let pod: Pod = object(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "terminationGracePeriodSeconds": 20,
+            "containers": [
+                {"name": "web", "image": "ignored",
+                 "command": ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"],
+                 "ports": [{"name": "http", "containerPort": 8080}],
+                 "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+                 "lifecycle": {"preStop": {"httpGet": {"path": "/prestop-hook", "port": 8080}}}},
+                // Ready only when it reaches the other container on localhost.
+                {"name": "neighbour", "image": "ignored",
+                 "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"],
+                 "readinessProbe": {"exec": {"command": ["python3", "-c",
+                     "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/')"]},
+                     "periodSeconds": 1, "timeoutSeconds": 5},
+                 "lifecycle": {"preStop": {"sleep": {"seconds": 2}}}},
+            ],
+        },
+    }));
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the pod");
+    poll("the pod to be Ready", LONG, async || {
+        let p = pods.get("web").await.map_err(|e| e.to_string())?;
+        let st = p.status.unwrap_or_default();
+        let ready = st
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if ready {
+            Ok(())
+        } else {
+            Err(format!("{:?}", st.container_statuses))
+        }
+    })
+    .await;
+    let deleted = tokio::time::Instant::now();
+    pods.delete("web", &DeleteParams::default())
+        .await
+        .expect("delete");
+    poll("the pod to be gone", LONG, async || {
+        match pods.get_opt("web").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        deleted.elapsed() >= Duration::from_secs(2),
+        "the preStop sleep of 2 s ran before the pod went: {:?}",
+        deleted.elapsed()
+    );
+    let log = env.node.log_dir().join(format!("{}_web_web.log", env.ns));
+    let log = std::fs::read_to_string(&log).expect("web's log");
+    assert!(
+        log.contains("GET /prestop-hook"),
+        "the httpGet preStop hook reached the server: {log}"
+    );
 }

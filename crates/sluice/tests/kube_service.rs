@@ -9,54 +9,21 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use kube_support::{Env, object, poll};
-use support::bench_extra::{BenchRun, read_json};
+use support::bench_extra::read_json;
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// A mosquitto pod template labelled `app=<app>` (the image is not pulled:
-/// the test node runs `command` on this machine).
-fn mosquitto_template(app: &str, conf: &str) -> serde_json::Value {
-    json!({
-        "metadata": {"labels": {"app": app}},
-        "spec": {
-            "terminationGracePeriodSeconds": 10,
-            "containers": [{
-                "name": "mosquitto",
-                "image": "eclipse-mosquitto:2.0",
-                "command": ["/usr/sbin/mosquitto"],
-                "args": ["-c", conf],
-                "ports": [{"name": "mqtt", "containerPort": 1883}],
-                "readinessProbe": {"tcpSocket": {"port": "mqtt"}, "periodSeconds": 1},
-            }],
-        },
-    })
-}
-
-async fn create_service(env: &Env, app: &str) -> String {
-    let svc: Service = object(json!({
-        "metadata": {"name": app},
-        "spec": {"selector": {"app": app},
-                 "ports": [{"name": "mqtt", "port": 1883, "targetPort": "mqtt"}]},
-    }));
-    let svc = Api::<Service>::namespaced(env.client.clone(), &env.ns)
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("create the service");
-    svc.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP")
-}
-
 async fn create_deployment(env: &Env, app: &str, replicas: i32) {
-    let conf = env.mosquitto_conf();
     let d: Deployment = object(json!({
         "metadata": {"name": app},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}},
-                 "template": mosquitto_template(app, &conf)},
+                 "template": env.mosquitto_template(app)},
     }));
     Api::<Deployment>::namespaced(env.client.clone(), &env.ns)
         .create(&PostParams::default(), &d)
@@ -88,22 +55,10 @@ async fn deployment_behind_a_service_spreads_1000_clients_over_3_pods() {
 
 async fn spread(env: &Env) {
     create_deployment(env, "mqtt", 3).await;
-    let ip = create_service(env, "mqtt").await;
+    let ip = env.create_mqtt_service("mqtt").await;
     let pods = wait_ready_endpoints(env, "mqtt", 3).await;
     let summary = env.dir.join("bench.json");
-    let bench = BenchRun::start_command(
-        env.sluice_in_node(),
-        &[
-            "-h",
-            &ip,
-            "-p",
-            "1883",
-            "-c",
-            "1000",
-            "--json",
-            &summary.display().to_string(),
-        ],
-    );
+    let bench = env.start_bench(&ip, 1000, &summary);
     tokio::task::block_in_place(|| bench.wait_connected(1000, LONG));
     // The brokers' side: established connections per pod IP, counted by the kernel.
     let counts = poll("1000 connections on the pods", LONG, async || {
@@ -197,15 +152,14 @@ async fn a_pod_stays_out_of_the_endpoints_until_its_readiness_gate_is_true() {
 }
 
 async fn readiness_gate(env: &Env) {
-    let conf = env.mosquitto_conf();
-    let mut pod = mosquitto_template("gated", &conf);
+    let mut pod = env.mosquitto_template("gated");
     pod["metadata"]["name"] = json!("gated");
     pod["spec"]["readinessGates"] = json!([{"conditionType": "sluice.dev/serving"}]);
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
     pods.create(&PostParams::default(), &object(pod))
         .await
         .expect("create the pod");
-    create_service(env, "gated").await;
+    env.create_mqtt_service("gated").await;
     let condition = |p: &Pod, kind: &str| {
         p.status
             .as_ref()

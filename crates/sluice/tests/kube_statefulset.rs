@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use kube_support::{Env, object, poll};
-use support::bench_extra::{BenchRun, read_json};
+use support::bench_extra::read_json;
 
 const LONG: Duration = Duration::from_secs(180);
 const CLIENTS: u64 = 1000;
@@ -42,40 +42,17 @@ struct Sample {
 }
 
 async fn baseline(env: &Env) {
-    let conf = env.mosquitto_conf();
-    let svc: Service = object(json!({
-        "metadata": {"name": "mqtt"},
-        "spec": {"selector": {"app": "mqtt"},
-                 "ports": [{"name": "mqtt", "port": 1883, "targetPort": "mqtt"}]},
-    }));
-    let ip = Api::<Service>::namespaced(env.client.clone(), &env.ns)
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("create the service")
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("a ClusterIP");
+    // Version 1 of the app; the update below changes it to 2.
+    let mut template = env.mosquitto_template("mqtt");
+    template["spec"]["containers"][0]["env"] = json!([{"name": "VERSION", "value": "1"}]);
+    let ip = env.create_mqtt_service("mqtt").await;
     let sts: StatefulSet = object(json!({
         "metadata": {"name": "mqtt"},
         "spec": {
             "replicas": 3,
             "serviceName": "mqtt",
             "selector": {"matchLabels": {"app": "mqtt"}},
-            "template": {
-                "metadata": {"labels": {"app": "mqtt"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 10,
-                    "containers": [{
-                        "name": "mosquitto",
-                        "image": "eclipse-mosquitto:2.0",
-                        "command": ["/usr/sbin/mosquitto"],
-                        "args": ["-c", conf],
-                        "env": [{"name": "VERSION", "value": "1"}],
-                        "ports": [{"name": "mqtt", "containerPort": 1883}],
-                        "readinessProbe": {"tcpSocket": {"port": "mqtt"}, "periodSeconds": 1},
-                    }],
-                },
-            },
+            "template": template,
         },
     }));
     let sets = Api::<StatefulSet>::namespaced(env.client.clone(), &env.ns);
@@ -97,19 +74,7 @@ async fn baseline(env: &Env) {
     let uids_before = uids(&pods, &by_label).await;
 
     let summary = env.dir.join("bench.json");
-    let bench = BenchRun::start_command(
-        env.sluice_in_node(),
-        &[
-            "-h",
-            &ip,
-            "-p",
-            "1883",
-            "-c",
-            &CLIENTS.to_string(),
-            "--json",
-            &summary.display().to_string(),
-        ],
-    );
+    let bench = env.start_bench(&ip, CLIENTS, &summary);
     tokio::task::block_in_place(|| bench.wait_connected(CLIENTS, LONG));
     poll("all clients on the pods", LONG, async || {
         let n: u64 = env.connections_per_ip(1883).await.values().sum();

@@ -24,7 +24,7 @@ pub mod status;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -74,7 +74,9 @@ pub async fn client(path: &Path) -> Result<Client, ClientError> {
     Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
-/// Creates a namespace named `<prefix>-<random>` and returns its name.
+/// Creates a namespace named `<prefix>-<random>` and returns its name once its
+/// `default` ServiceAccount exists (until then the API server refuses pods in
+/// it: `serviceaccount "default" not found`), waiting up to 60 s for it.
 pub async fn create_namespace(client: &Client, prefix: &str) -> Result<String, kube::Error> {
     let name = format!("{prefix}-{:08x}", fastrand::u32(..));
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
@@ -82,6 +84,11 @@ pub async fn create_namespace(client: &Client, prefix: &str) -> Result<String, k
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while accounts.get_opt("default").await?.is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(name)
 }
 

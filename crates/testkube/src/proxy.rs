@@ -302,55 +302,52 @@ mod tests {
             {"ready": ready, "serving": serving, "terminating": terminating}})
     }
 
+    /// Slices of the Service `t/mqtt`, each `(name, endpoints)`.
+    fn slices(of: &[(&str, serde_json::Value)]) -> Slices {
+        let mut map = HashMap::new();
+        for (name, endpoints) in of {
+            insert_slice(&mut map, slice(name, endpoints.clone()));
+        }
+        Slices(Mutex::new(map))
+    }
+
     #[test]
     fn picks_ready_endpoints_at_random_and_terminating_only_as_a_last_resort() {
-        let slices = Slices::default();
         let key = ("t".to_string(), "mqtt".to_string());
-        let mut map = HashMap::new();
-        insert_slice(
-            &mut map,
-            slice(
+        let both = slices(&[
+            (
                 "a",
                 serde_json::json!([
                     ep("10.244.0.2", true, true, false),
-                    ep("10.244.0.3", false, false, false),
+                    ep("10.244.0.3", false, false, false)
                 ]),
             ),
-        );
-        insert_slice(
-            &mut map,
-            slice(
+            (
                 "b",
                 serde_json::json!([
                     ep("10.244.0.4", true, true, false),
-                    ep("10.244.0.5", false, true, true),
+                    ep("10.244.0.5", false, true, true)
                 ]),
             ),
-        );
-        *slices.0.lock().unwrap() = map;
+        ]);
         let mut seen = HashSet::new();
         for _ in 0..200 {
-            seen.insert(slices.pick(&key, "mqtt").unwrap().to_string());
+            seen.insert(both.pick(&key, "mqtt").unwrap().to_string());
         }
         let want: HashSet<String> = ["10.244.0.2:1883", "10.244.0.4:1883"]
             .map(String::from)
             .into();
         assert_eq!(seen, want);
-        assert_eq!(slices.pick(&key, "other"), None);
-        let mut map = HashMap::new();
-        insert_slice(
-            &mut map,
-            slice(
-                "a",
-                serde_json::json!([
-                    ep("10.244.0.3", false, false, false),
-                    ep("10.244.0.5", false, true, true),
-                ]),
-            ),
-        );
-        *slices.0.lock().unwrap() = map;
+        assert_eq!(both.pick(&key, "other"), None);
+        let none_ready = slices(&[(
+            "a",
+            serde_json::json!([
+                ep("10.244.0.3", false, false, false),
+                ep("10.244.0.5", false, true, true)
+            ]),
+        )]);
         assert_eq!(
-            slices.pick(&key, "mqtt").unwrap().to_string(),
+            none_ready.pick(&key, "mqtt").unwrap().to_string(),
             "10.244.0.5:1883"
         );
     }

@@ -10,10 +10,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::FutureExt;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use sluice_testkube::{NodeConfig, TestNode};
+
+use crate::support::bench_extra::BenchRun;
 
 /// One test's namespace and node.
 pub struct Env {
@@ -86,6 +89,26 @@ impl Env {
         path.display().to_string()
     }
 
+    /// A mosquitto pod template labelled `app=<app>`, ready when port 1883
+    /// accepts (the image is not pulled: the test node runs `command` on this
+    /// machine, with the config of [`Env::mosquitto_conf`]).
+    pub fn mosquitto_template(&self, app: &str) -> serde_json::Value {
+        serde_json::json!({
+            "metadata": {"labels": {"app": app}},
+            "spec": {
+                "terminationGracePeriodSeconds": 10,
+                "containers": [{
+                    "name": "mosquitto",
+                    "image": "eclipse-mosquitto:2.0",
+                    "command": ["/usr/sbin/mosquitto"],
+                    "args": ["-c", self.mosquitto_conf()],
+                    "ports": [{"name": "mqtt", "containerPort": 1883}],
+                    "readinessProbe": {"tcpSocket": {"port": "mqtt"}, "periodSeconds": 1},
+                }],
+            },
+        })
+    }
+
     /// Established TCP connections to port `port` of a pod, from the node's
     /// namespace (the service proxy's upstream connections), counted per pod IP.
     pub async fn connections_per_ip(&self, port: u16) -> BTreeMap<String, u64> {
@@ -137,6 +160,31 @@ impl Env {
             }
         }
         out
+    }
+
+    /// Creates a ClusterIP Service `name` selecting `app=<name>` on the pods'
+    /// `mqtt` port (1883); returns its ClusterIP.
+    pub async fn create_mqtt_service(&self, name: &str) -> String {
+        let svc: Service = object(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": name},
+                     "ports": [{"name": "mqtt", "port": 1883, "targetPort": "mqtt"}]},
+        }));
+        Api::<Service>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &svc)
+            .await
+            .expect("create the service")
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .expect("a ClusterIP")
+    }
+
+    /// Starts `sluice bench conn` in the node's namespace: `clients` MQTT clients
+    /// to `ip:1883`, its `--json` summary written to `summary`.
+    pub fn start_bench(&self, ip: &str, clients: u64, summary: &std::path::Path) -> BenchRun {
+        let (clients, summary) = (clients.to_string(), summary.display().to_string());
+        let args = ["-h", ip, "-p", "1883", "-c", &clients, "--json", &summary];
+        BenchRun::start_command(self.sluice_in_node(), &args)
     }
 
     /// The `sluice` binary inside the node's namespace (`ip netns exec NS sluice`).
