@@ -3,9 +3,7 @@
 //! `observedGeneration`. The conversion is lossless for what the engine reads back,
 //! so a restarted operator resumes from the published status alone.
 
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 
 use sluice_core::engine::{self, ConditionStatus, Status};
 
@@ -24,7 +22,11 @@ pub fn kube_time(at: Timestamp) -> Time {
 
 /// The engine's time for a Kubernetes `Time` (whole seconds).
 pub fn engine_time(t: &Time) -> Timestamp {
-    Timestamp::from_millis(u64::try_from(t.0.as_second()).unwrap_or(0).saturating_mul(1000))
+    Timestamp::from_millis(
+        u64::try_from(t.0.as_second())
+            .unwrap_or(0)
+            .saturating_mul(1000),
+    )
 }
 
 fn status_word(s: ConditionStatus) -> &'static str {

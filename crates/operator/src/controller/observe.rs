@@ -1,9 +1,9 @@
 //! What the operator sees of a set's pods, and the engine's instances made from it.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Pod;
 use sluice_core::engine::{Instance, Load};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use crate::evacuator::{DriverError, Report, Target};
 use crate::pod::{SERVING_GATE, SIDECAR_NAME, instance_name, serving_decision};
