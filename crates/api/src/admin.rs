@@ -54,6 +54,9 @@ pub mod field {
     pub const MQTT5_EVICT: &str = "mqtt5_evict";
     /// EMQX: the nodes (instances) that receive the evicted clients.
     pub const MIGRATE_TO: &str = "migrate_to";
+    /// Seconds after which connections still open (idle HTTP keep-alive ones)
+    /// are closed.
+    pub const DEADLINE: &str = "deadline";
     /// Every field of [`super::EvacuationRequest`].
     pub const EVACUATION_REQUEST: &[&str] = &[
         CONN_EVICT_RATE,
@@ -64,6 +67,7 @@ pub mod field {
         REDIRECT_TO,
         MQTT5_EVICT,
         MIGRATE_TO,
+        DEADLINE,
     ];
     /// The only field of [`super::ServingRequest`].
     pub const SERVING: &str = "serving";
@@ -111,6 +115,11 @@ pub struct EvacuationRequest {
     /// through the front, which sends them to these instances first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrate_to: Vec<String>,
+    /// Seconds from the start of `evicting_conns` after which connections still
+    /// open (idle HTTP keep-alive ones waiting for a request) are closed
+    /// (0–86400; the server's default is generous).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u32>,
 }
 
 impl EvacuationRequest {
@@ -128,6 +137,7 @@ impl EvacuationRequest {
             redirect_to: None,
             mqtt5_evict: None,
             migrate_to,
+            deadline: None,
         }
     }
 
@@ -142,6 +152,7 @@ impl EvacuationRequest {
             redirect_to: None,
             mqtt5_evict: None,
             migrate_to: Vec::new(),
+            deadline: None,
         }
     }
 }
@@ -170,6 +181,9 @@ pub struct EvacuationStatus {
     /// The recipients the evacuation was started with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrate_to: Vec<String>,
+    /// Seconds after which still-open connections are closed (0 when disabled).
+    #[serde(default)]
+    pub deadline: u64,
     /// Connection and session counts.
     pub stats: EvacuationStats,
 }
@@ -320,6 +334,36 @@ mod tests {
         let mut bad_state = good;
         bad_state["state"] = json!("evacuating");
         assert!(serde_json::from_value::<EvacuationStatus>(bad_state).is_err());
+    }
+
+    #[test]
+    fn the_engine_reads_the_emqx_operators_node_evacuation_status() {
+        // From the EMQX Operator documentation (`.status.nodeEvacuationsStatus[0]`).
+        let emqx = json!({
+            "connection_eviction_rate": 200,
+            "node": "emqx-ee@emqx-ee-54fc496fb4-2.emqx-ee-headless.default.svc.cluster.local",
+            "session_eviction_rate": 200,
+            "session_goal": 0,
+            "connection_goal": 22,
+            "session_recipients": ["emqx-ee@emqx-ee-5d87d4c6bd-2.emqx-ee-headless.default.svc.cluster.local"],
+            "state": "waiting_takeover",
+            "stats": { "current_connected": 0, "current_sessions": 0, "initial_connected": 33, "initial_sessions": 0 }
+        });
+        let s: NodeEvacuationStatus = serde_json::from_value(emqx.clone()).unwrap();
+        assert_eq!(s.state, EvacuationState::WaitingTakeover);
+        assert_eq!(s.stats.initial_connected, 33);
+        assert_eq!(s.connection_goal, Some(22));
+        assert_eq!(serde_json::to_value(&s).unwrap(), emqx);
+        for (state, name) in [
+            (EvacuationState::WaitingHealthCheck, "waiting_health_check"),
+            (EvacuationState::EvictingConns, "evicting_conns"),
+            (EvacuationState::EvictingSessions, "evicting_sessions"),
+            (EvacuationState::Prohibiting, "prohibiting"),
+            (EvacuationState::Disabled, "disabled"),
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), name);
+            assert_eq!(state.as_str(), name, "the metric label is the serde name");
+        }
     }
 
     #[test]

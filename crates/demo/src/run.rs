@@ -163,7 +163,13 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     write(&v1_path, &v1)?;
     write(&plan.dir.join("fleet-v2.yaml"), &v2)?;
 
-    let mut up = Up::start(&plan.sluice, &v1_path, admin, &plan.dir.join("up.log"))?;
+    let mut up = Up::start(
+        &plan.sluice,
+        &v1_path,
+        admin,
+        spec.strategy.up_flags(),
+        &plan.dir.join("up.log"),
+    )?;
     up.wait_healthy(Duration::from_secs(20)).await?;
     let before = wait_stable(&mut up, plan.replicas, Duration::from_secs(60)).await?;
     let old: BTreeSet<String> = before.instances.iter().map(|i| i.name.clone()).collect();
@@ -340,15 +346,12 @@ async fn settle(
     let mut last_print = start;
     loop {
         up.check_alive()?;
-        let connected: u64 = up
-            .connections()
-            .await
-            .map(|m| m.values().sum())
-            .unwrap_or(0);
-        if connected >= clients {
+        // A failed scrape is not "0 connected": it just does not count as settled.
+        let connected: Option<u64> = up.connections().await.ok().map(|m| m.values().sum());
+        if let Some(c) = connected.filter(|c| *c >= clients) {
             let s = *since.get_or_insert_with(Instant::now);
             if s.elapsed() >= SETTLED_FOR {
-                say(format!("{connected}/{clients} clients connected, settled"));
+                say(format!("{c}/{clients} clients connected, settled"));
                 return Ok(true);
             }
         } else {
@@ -356,7 +359,8 @@ async fn settle(
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            say(format!("{connected}/{clients} clients connected"));
+            let n = connected.map_or_else(|| "?".to_owned(), |c| c.to_string());
+            say(format!("{n}/{clients} clients connected"));
         }
         if start.elapsed() > limit {
             return Ok(false);

@@ -24,11 +24,12 @@ pub struct Up {
 }
 
 impl Up {
-    /// Starts `sluice up -f FLEET --admin ADMIN`, output to `log`.
+    /// Starts `sluice up -f FLEET --admin ADMIN FLAGS…`, output to `log`.
     pub fn start(
         sluice: &Path,
         fleet: &Path,
         admin: SocketAddr,
+        flags: &[&str],
         log: &Path,
     ) -> Result<Up, DemoError> {
         let file = std::fs::File::create(log).map_err(|source| DemoError::Io {
@@ -45,6 +46,9 @@ impl Up {
             .arg(fleet)
             .arg("--admin")
             .arg(admin.to_string())
+            // Loopback: no token, whatever the user's shell holds for others.
+            .env_remove(sluice_proxy::auth::TOKEN_ENV)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)

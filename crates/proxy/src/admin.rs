@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -75,8 +74,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             &path::upstream_evacuation("{name}"),
             get(status_named).post(start_named).delete(stop_named),
-        )
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), auth));
+        );
+    let api = crate::auth::protect(api, shared.token.clone());
     Router::new()
         .route(
             path::HEALTHZ,
@@ -94,38 +93,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
         // One byte more than the limit, so that Fields::parse reports the size.
         .layer(DefaultBodyLimit::max(MAX_BODY + 1))
         .with_state(shared)
-}
-
-async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let Some(token) = shared.args.admin_token.as_deref() else {
-        return next.run(request).await;
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return next.run(request).await;
-    }
-    let mut response = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        ErrorCode::Unauthorized,
-        "send the admin token as `Authorization: Bearer TOKEN` (see --admin-token)",
-    )
-    .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    response
-}
-
-/// Compares without stopping at the first difference, so that response time does
-/// not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
@@ -294,16 +261,4 @@ async fn start_named(
 
 async fn stop_named(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     stop(&shared, named(&shared, &name)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
 }

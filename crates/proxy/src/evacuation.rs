@@ -38,7 +38,14 @@ pub struct EvacParams {
     /// The instances that receive the evicted clients (EMQX's `migrate_to`),
     /// reported back in the status.
     pub migrate_to: Vec<String>,
+    /// Seconds from the start of `evicting_conns` after which connections
+    /// still open (idle HTTP keep-alive ones waiting for a request) are closed.
+    pub deadline: u32,
 }
+
+/// The default of [`EvacParams::deadline`]: generous, since an idle HTTP
+/// connection closed before its next request risks that request.
+pub const DEFAULT_DEADLINE: u32 = 300;
 
 impl EvacParams {
     /// Reads a `POST …/evacuation` body. Only `conn_evict_rate` is required; the
@@ -91,7 +98,9 @@ impl EvacParams {
             })?,
         };
         let migrate_to = f.strings(field::MIGRATE_TO)?.unwrap_or_default();
+        let deadline = secs(&mut f, field::DEADLINE)?.unwrap_or(DEFAULT_DEADLINE.into());
         Ok(EvacParams {
+            deadline: small(deadline),
             conn_evict_rate: small(conn_evict_rate),
             sess_evict_rate: small(sess_evict_rate),
             wait_takeover: small(wait_takeover),
@@ -256,6 +265,7 @@ async fn drive(
     let eviction = Eviction {
         mode: params.mqtt5_evict,
         server_reference: params.server_reference.as_deref().map(Arc::from),
+        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(params.deadline.into())),
     };
     let mut pacer = Pacer::new(params.conn_evict_rate.into(), clock.now());
     loop {
@@ -309,6 +319,7 @@ pub fn status(upstream: &Upstream) -> EvacuationStatus {
         server_reference: p.and_then(|p| p.server_reference.clone()),
         mqtt5_evict: p.map(|p| p.mqtt5_evict.as_str().to_owned()),
         migrate_to: p.map(|p| p.migrate_to.clone()).unwrap_or_default(),
+        deadline: rate(|p| p.deadline),
         stats: EvacuationStats {
             initial_connected: if running {
                 count(evac.initial_connected)
@@ -362,9 +373,11 @@ mod tests {
             server_reference: Some("host:1883".into()),
             mqtt5_evict: Some(mqtt5_evict::CLOSE.into()),
             migrate_to: vec!["b".into(), "c".into()],
+            deadline: Some(30),
             ..EvacuationRequest::at_rate(200)
         }))
         .unwrap();
+        assert_eq!(p.deadline, 30);
         assert_eq!((p.sess_evict_rate, p.wait_takeover), (20, 5));
         assert_eq!(p.server_reference.as_deref(), Some("host:1883"));
         assert_eq!(p.mqtt5_evict, EvictMode::Close);

@@ -20,6 +20,8 @@ pub enum Protocol {
     Mqtt,
     /// Opaque bytes.
     Tcp,
+    /// HTTP/1.x (and WebSocket after an upgrade), or HTTP/2 cleartext.
+    Http,
 }
 
 impl Protocol {
@@ -28,6 +30,7 @@ impl Protocol {
         match self {
             Protocol::Mqtt => "mqtt",
             Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
         }
     }
 }
@@ -73,8 +76,8 @@ pub struct Metrics {
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {
     name: String,
-    connections: [Gauge; 2],
-    opened: [Counter; 2],
+    connections: [Gauge; 3],
+    opened: [Counter; 3],
     /// Bytes forwarded from clients to this upstream.
     pub client_to_upstream: Counter,
     /// Bytes forwarded from this upstream to clients.
@@ -151,7 +154,7 @@ impl Metrics {
         let opened = |p| self.opened.get_or_create(&conn(p)).clone();
         let client_to_upstream = counter(&self.bytes, "client_to_upstream");
         let upstream_to_client = counter(&self.bytes, "upstream_to_client");
-        let protocols = [Protocol::Mqtt, Protocol::Tcp];
+        let protocols = [Protocol::Mqtt, Protocol::Tcp, Protocol::Http];
         UpstreamMetrics {
             name: name.to_owned(),
             connections: protocols.map(gauge),
@@ -207,6 +210,7 @@ impl UpstreamMetrics {
         match p {
             Protocol::Mqtt => 0,
             Protocol::Tcp => 1,
+            Protocol::Http => 2,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -17,11 +17,9 @@ use crate::evacuation::Evacuation;
 use crate::metrics::{Metrics, Protocol, UpstreamMetrics};
 use crate::mqtt::ConnectInfo;
 
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the data
-/// consistent, so a panic elsewhere must not take the proxy down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Every critical section here leaves the data consistent, so a panic elsewhere
+// must not take the proxy down.
+pub(crate) use sluice_core::sync::lock;
 
 /// How one connection is asked to leave.
 #[derive(Debug, Clone)]
@@ -30,6 +28,9 @@ pub struct Eviction {
     pub mode: EvictMode,
     /// The Server Reference for DISCONNECT 0x9C.
     pub server_reference: Option<Arc<str>>,
+    /// When connections that wait for their next exchange (idle HTTP
+    /// keep-alive) are closed anyway; `None`: after the evict grace.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// The handle through which the evacuation asks one connection to leave; shared
@@ -501,6 +502,7 @@ mod tests {
         let ev = Eviction {
             mode: EvictMode::Close,
             server_reference: None,
+            deadline: None,
         };
         assert!(a.evict_oldest(&ev));
         assert!(c1.eviction().is_some() && c2.eviction().is_none());

@@ -1,5 +1,6 @@
 //! The admin API: strict bodies (400 naming the field), 409 on a second start,
-//! 401 without the bearer token, readiness, refusals while evacuating (CONNACK
+//! 401 without the bearer token, no admin API beyond loopback without a strong
+//! token (from a flag, a file or the environment), readiness, refusals while evacuating (CONNACK
 //! 0x9C with Server Reference for MQTT 5, return code 3 for 3.1.1), and DELETE
 //! restoring service.
 
@@ -10,11 +11,14 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_api::admin::{ErrorCode, EvacuationRequest, UpstreamView, field, path};
+use sluice_api::admin::{ErrorBody, ErrorCode, EvacuationRequest, UpstreamView, field, path};
 use sluice_api::metrics::{EVACUATION_STATE, REFUSED_CONNECTIONS, label};
 use sluice_core::engine::EvacuationState;
-use support::proxy_extra::{Proxy, http, metric};
-use support::{Mosquitto, wait_until};
+use support::proxy_extra::{Proxy, http, metric, proxy_command};
+use support::{ChildGuard, Mosquitto, TempDir, free_port, wait_until};
+
+/// A token long enough to be accepted (`openssl rand -hex 8`).
+const TOKEN: &str = "5f0c8a1e9b7d2c4a";
 
 /// A CONNECT (clean start, keep alive 60, client id "c1") for level 4 or 5.
 fn connect_packet(level: u8) -> Vec<u8> {
@@ -49,7 +53,7 @@ fn connack(proxy: &Proxy, level: u8) -> (Vec<u8>, bool) {
 #[test]
 fn bodies_are_checked_and_errors_name_the_field() {
     let broker = Mosquitto::start();
-    let proxy = Proxy::start(&[("app", broker.addr())], &["--admin-token", "s3cret"]);
+    let proxy = Proxy::start(&[("app", broker.addr())], &["--admin-token", TOKEN]);
     use field::{CONN_EVICT_RATE, MQTT5_EVICT, SERVER_REFERENCE, SESS_EVICT_RATE, WAIT_TAKEOVER};
     let typo = &CONN_EVICT_RATE[..CONN_EVICT_RATE.len() - 1];
     let big = json!({ CONN_EVICT_RATE: 1, SERVER_REFERENCE: format!("{}:1", "h".repeat(5000)) })
@@ -117,7 +121,7 @@ fn bodies_are_checked_and_errors_name_the_field() {
 #[test]
 fn token_is_required_except_for_probes() {
     let broker = Mosquitto::start();
-    let proxy = Proxy::start(&[("app", broker.addr())], &["--admin-token", "s3cret"]);
+    let proxy = Proxy::start(&[("app", broker.addr())], &["--admin-token", TOKEN]);
     for path in [path::UPSTREAMS, path::EVACUATION, path::METRICS] {
         let (status, body) = http(proxy.admin, "GET", path, None, None).unwrap();
         assert_eq!(status, 401, "{path}: {body}");
@@ -129,9 +133,7 @@ fn token_is_required_except_for_probes() {
             "{path}"
         );
         assert_eq!(
-            http(proxy.admin, "GET", path, None, Some("s3cret"))
-                .unwrap()
-                .0,
+            http(proxy.admin, "GET", path, None, Some(TOKEN)).unwrap().0,
             200,
             "{path}"
         );
@@ -149,6 +151,95 @@ fn token_is_required_except_for_probes() {
             200,
             "{path}"
         );
+    }
+}
+
+/// Starts `sluice proxy` with its admin API on 0.0.0.0 and `extra` flags and
+/// `env`, and returns how it exited (it must exit, within a generous deadline)
+/// and its stderr.
+fn refused_start(extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let upstream = ("app", std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = std::net::SocketAddr::from(([0, 0, 0, 0], free_port()));
+    let mut cmd = proxy_command(&[upstream], listen, admin);
+    cmd.args(extra)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = ChildGuard(cmd.spawn().expect("spawn sluice proxy"));
+    let (status, stderr) = child.exit_within(Duration::from_secs(30));
+    (status.code(), stderr)
+}
+
+#[test]
+fn admin_beyond_loopback_needs_a_strong_token() {
+    let dir = TempDir::new("token");
+    let empty_file = dir.join("empty");
+    std::fs::write(&empty_file, "\n").unwrap();
+    let empty_file = empty_file.to_str().unwrap();
+    for (extra, env, names) in [
+        (&[][..], &[][..], "--admin 0.0.0.0:"),
+        (
+            &["--admin-token", ""][..],
+            &[][..],
+            "--admin-token: the admin token is empty",
+        ),
+        (
+            &["--admin-token", "s3cret"],
+            &[],
+            "--admin-token: the admin token is 6 bytes",
+        ),
+        (
+            &["--admin-token-file", empty_file],
+            &[],
+            "--admin-token-file",
+        ),
+        (
+            &[],
+            &[("SLUICE_ADMIN_TOKEN", "")],
+            "SLUICE_ADMIN_TOKEN: the admin token is empty",
+        ),
+    ] {
+        let (code, stderr) = refused_start(extra, env);
+        assert_eq!(code, Some(2), "{extra:?} {env:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(names),
+            "{extra:?} {env:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("openssl rand -hex 32"),
+            "says how: {stderr}"
+        );
+    }
+
+    // The same token from the flag, a file (with its final newline) or the
+    // environment: without it 401 and a JSON error, with it 200.
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let broker = Mosquitto::start();
+    for (extra, env) in [
+        (&["--admin-token", TOKEN][..], &[][..]),
+        (&["--admin-token-file", file], &[]),
+        (&[], &[("SLUICE_ADMIN_TOKEN", TOKEN)]),
+    ] {
+        let proxy = Proxy::start_with(
+            &[("app", broker.addr())],
+            extra,
+            [0, 0, 0, 0],
+            env,
+            Some(TOKEN.to_owned()),
+        );
+        for token in [None, Some("0000000000000000")] {
+            let (status, body) = http(proxy.admin, "GET", path::UPSTREAMS, None, token).unwrap();
+            assert_eq!(status, 401, "{extra:?} {env:?} {token:?}: {body}");
+            let body: ErrorBody = serde_json::from_str(&body).expect("a JSON error");
+            assert_eq!(body.code, ErrorCode::Unauthorized, "{body:?}");
+        }
+        assert_eq!(proxy.upstream("app").name, "app");
+        assert_eq!(proxy.call("GET", path::READYZ, None).0, 200);
     }
 }
 

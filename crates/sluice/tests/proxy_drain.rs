@@ -14,20 +14,6 @@ use support::{Mosquitto, wait_until};
 
 const CLIENTS: usize = 40;
 
-fn wait_exit(proxy: &mut Proxy, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = proxy.child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the proxy did not exit within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
     let broker = Mosquitto::start();
@@ -35,7 +21,7 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
         &[("app", broker.addr())],
         &[
             "--drain-delay",
-            "1",
+            "3",
             "--drain-rate",
             "20",
             "--drain-timeout",
@@ -64,10 +50,11 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
 
     let t0 = Instant::now();
     sigterm(proxy.pid());
-    wait_until("readiness to fail", Duration::from_millis(500), || {
+    wait_until("readiness to fail", Duration::from_secs(10), || {
         proxy.call("GET", path::READYZ, None).0 == 503
     });
-    // Still accepting during the drain delay: a new client gets in.
+    // Still accepting during the drain delay: a new client gets in before the
+    // first eviction (the proxy's own counter, not the wall clock, says so).
     let late = Arc::new(ClientStats::default());
     rt.spawn(rumqttc_client(
         proxy.listen.port(),
@@ -78,11 +65,12 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
     ));
     wait_until(
         "a late client accepted during the drain delay",
-        Duration::from_millis(900),
+        Duration::from_secs(20),
         || late.connacks() == 1,
     );
-    assert!(
-        t0.elapsed() < Duration::from_secs(1),
+    assert_eq!(
+        metric(&proxy.metrics(), EVICTIONS, &[]),
+        0.0,
         "the late client got in only after the delay"
     );
 
@@ -100,21 +88,20 @@ fn sigterm_fails_readiness_then_evicts_at_the_drain_rate_and_exits_0() {
             seen_partial |= evicted > 0.0 && evicted < total as f64 - 5.0;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no exit within 20 s"
+            t0.elapsed() < Duration::from_secs(60),
+            "no exit within 60 s (--drain-timeout is 30)"
         );
         std::thread::sleep(Duration::from_millis(20));
     };
     let took = t0.elapsed();
     assert!(status.success(), "exit status {status}");
     assert!(seen_partial, "evictions were not spread over time");
-    // 1 s delay + 41 evictions at 20/s (2 s) = 3 s; below 2.5 s would mean a
-    // burst, above 7 s a stall.
+    // 3 s delay + 41 evictions at 20/s (the last 2 s after the first) = 5 s at
+    // the least: sooner would mean a burst. A loaded machine can only make it
+    // longer, so there is no upper bound here (a stall is caught by the drain
+    // timeout above).
     println!("drain took {took:?}");
-    assert!(
-        took >= Duration::from_millis(2500) && took <= Duration::from_secs(7),
-        "drain took {took:?}"
-    );
+    assert!(took >= Duration::from_millis(4900), "drain took {took:?}");
     for (i, s) in stats.iter().enumerate() {
         assert!(s.disconnects() >= 1, "client {i} was never evicted");
     }
@@ -126,10 +113,11 @@ fn a_second_sigterm_exits_at_once() {
     let broker = Mosquitto::start();
     let mut proxy = Proxy::start(&[("app", broker.addr())], &["--drain-delay", "60"]);
     sigterm(proxy.pid());
-    wait_until("readiness to fail", Duration::from_millis(500), || {
+    wait_until("readiness to fail", Duration::from_secs(10), || {
         proxy.call("GET", path::READYZ, None).0 == 503
     });
     sigterm(proxy.pid());
-    let status = wait_exit(&mut proxy, Duration::from_secs(3));
+    // Well before the 60 s drain delay is over.
+    let (status, _) = proxy.child.exit_within(Duration::from_secs(30));
     assert!(status.success(), "exit status {status}");
 }

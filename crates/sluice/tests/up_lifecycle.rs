@@ -133,6 +133,50 @@ fn up_spreads_clients_upgrades_blue_green_and_stops_cleanly() {
 }
 
 #[test]
+fn a_changed_protocol_is_an_upgrade_that_leaves_no_mixed_fleet() {
+    let up = Up::start(&fleet_yaml(2, "1", STRATEGY));
+    let first = up.wait_stable(2, Duration::from_secs(30));
+    let (bench, summary, _) = up.connect_clients(40);
+
+    // Same app and version, another protocol: every instance is replaced.
+    let tcp = fleet_yaml(2, "1", STRATEGY).replace("protocol: mqtt", "protocol: tcp");
+    let out = up.apply(&tcp);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("upgrade started"),
+        "{said}"
+    );
+    let done = up.wait_status(
+        "Stable on the new revision, every instance on it",
+        Duration::from_secs(60),
+        |s| {
+            s.status.phase == Phase::Stable
+                && s.status.current_revision != first.status.current_revision
+                && s.instances.len() == 2
+                && s.instances
+                    .iter()
+                    .all(|i| i.revision == s.status.current_revision && i.ready)
+                && s.total_connections() == Some(40)
+        },
+    );
+    let old: Vec<&str> = first.instances.iter().map(|i| i.name.as_str()).collect();
+    assert!(
+        done.instances
+            .iter()
+            .all(|i| !old.contains(&i.name.as_str())),
+        "an instance of the old protocol is left: {done:?}"
+    );
+    let out = bench.stop();
+    assert!(out.success, "{}", out.stderr);
+    let summary = read_json(&summary);
+    assert_eq!(summary["connectedAtEnd"], 40, "{summary}");
+    assert!(
+        summary["maxDisconnectsPerClient"].as_u64().unwrap() <= 1,
+        "{summary}"
+    );
+}
+
+#[test]
 fn sigkill_of_sluice_up_takes_every_instance_with_it() {
     let up = Up::start(&fleet_yaml(2, "1", ""));
     let status = up.wait_stable(2, Duration::from_secs(30));

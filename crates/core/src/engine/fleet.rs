@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use super::types::{Action, Instance, Load, Phase, Spec, Status, TrafficSwitch};
 use crate::spec::{EvacuationStrategy, StrategyType};
+use crate::time::Timestamp;
 
 /// Everything one convergence round looks at.
 pub(super) struct Ctx<'a> {
     pub spec: &'a Spec,
     pub instances: &'a [Instance],
     pub last: Option<&'a Status>,
-    pub now: Duration,
+    pub now: Timestamp,
     /// The revision the fleet converges to: the spec's, or during an abort the
     /// status' `currentRevision`.
     pub target: &'a str,
@@ -167,7 +168,7 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
         acts.delete(k);
     }
     for _ in 0..plan.create {
-        acts.create(ctx.target);
+        acts.create(&ctx.spec.name, ctx.target);
     }
     // Targets first, so that at the switch the serving set never runs empty.
     for t in &fleet.keep {
@@ -381,9 +382,9 @@ impl Actions {
         }
     }
 
-    fn create(&mut self, revision: &str) {
+    fn create(&mut self, set: &str, revision: &str) {
         let name = (0..)
-            .map(|index| instance_name(revision, index))
+            .map(|index| instance_name(set, revision, index))
             .find(|n| !self.names.contains(n))
             .unwrap_or_default();
         self.names.insert(name.clone());
@@ -415,18 +416,33 @@ impl Actions {
     }
 }
 
-/// The name the engine gives instance `index` of `revision`:
-/// `{prefix}-{index}`, where the prefix is the revision's first 10 characters
-/// turned into a DNS label (lowercase letters, digits, `-`; `rev` if none is left).
-/// New instances take the lowest index whose name is free.
-pub fn instance_name(revision: &str, index: usize) -> String {
-    let prefix: String = revision
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(10)
-        .collect();
-    let prefix = prefix.trim_matches('-');
-    let prefix = if prefix.is_empty() { "rev" } else { prefix };
-    format!("{prefix}-{index}")
+/// The name the engine gives instance `index` of `revision` in the set `set`:
+/// `{set}-{revision prefix}-{index}`, each part turned into DNS label characters
+/// (lowercase letters, digits, `-`): the revision prefix is its first 10
+/// characters (`rev` if none is left), the set's name is cut so that the whole
+/// fits in 63 characters (a DNS label, as a pod's hostname must). Two sets with
+/// the same template never collide; new instances take the lowest free index.
+pub fn instance_name(set: &str, revision: &str, index: usize) -> String {
+    let label = |s: &str, max: usize| -> String {
+        let cleaned: String = s
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(max)
+            .collect();
+        cleaned.trim_matches('-').to_owned()
+    };
+    let revision = label(revision, 10);
+    let revision = if revision.is_empty() {
+        "rev".to_owned()
+    } else {
+        revision
+    };
+    let tail = format!("{revision}-{index}");
+    let set = label(set, 63usize.saturating_sub(tail.len() + 1));
+    if set.is_empty() {
+        tail
+    } else {
+        format!("{set}-{tail}")
+    }
 }

@@ -153,6 +153,7 @@ pub use types::{
 };
 
 use crate::spec::StrategyType;
+use crate::time::Timestamp;
 use fleet::{Ctx, Outcome, converge};
 
 /// How long to wait before looking again when nothing moves.
@@ -162,9 +163,7 @@ pub const REQUEUE_ACTIVE: Duration = Duration::from_secs(1);
 
 /// Decides what to do now. Pure and deterministic: the same arguments give the same
 /// decision, and the returned status is all it needs to continue next time.
-pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
-    // Millisecond resolution, so that every time the status stores reads back exactly.
-    let now = Duration::from_millis(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
+pub fn decide(spec: &Spec, observed: &Observed, now: Timestamp) -> Decision {
     let last = observed.last_status.as_ref();
     let instances = observed.instances.as_slice();
     let current = last
@@ -281,6 +280,7 @@ pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
     };
 
     let status = Status {
+        observed_generation: spec.generation,
         phase,
         current_revision,
         update_revision: spec.revision.clone(),
@@ -336,7 +336,7 @@ fn progressing(
     out: &Outcome,
     target: &str,
     spec: &Spec,
-    now: Duration,
+    now: Timestamp,
 ) -> Condition {
     let (ok, why, message) = match (abort, phase) {
         (Some(why), Phase::Aborted) => (
@@ -416,7 +416,7 @@ fn progressing(
 
 /// The `InstancesKnown` condition: `False` while some live instance's evacuator
 /// could not be read, naming each and why.
-fn instances_known(last: Option<&Status>, live: &[&Instance], now: Duration) -> Condition {
+fn instances_known(last: Option<&Status>, live: &[&Instance], now: Timestamp) -> Condition {
     let unknown: Vec<String> = live
         .iter()
         .filter_map(|i| Some(format!("{} ({})", i.name, i.unknown()?)))
@@ -460,7 +460,7 @@ fn condition(
     ok: bool,
     why: &str,
     message: String,
-    now: Duration,
+    now: Timestamp,
 ) -> Condition {
     let status = if ok {
         ConditionStatus::True

@@ -1,10 +1,9 @@
 //! The engine's inputs and outputs: what a platform observes, the actions it
 //! applies, and the status it publishes (the `GracefulSet` CRD status on Kubernetes).
 //!
-//! Times are [`Duration`]s since an origin the platform picks (the UNIX epoch on
-//! Kubernetes, the supervisor's start locally). In JSON they are seconds as a number
-//! with millisecond resolution; the engine only ever stores millisecond-aligned
-//! times, so a status survives a JSON round trip exactly.
+//! Times are absolute [`Timestamp`]s (milliseconds since the UNIX epoch, RFC 3339
+//! in JSON, as Kubernetes conditions carry them); the platform passes `now` in.
+//! Durations (`requeueAfter`) are seconds as a JSON number.
 
 use std::time::Duration;
 
@@ -12,11 +11,19 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{EvacuationStrategy, UpdateStrategy};
+use crate::time::Timestamp;
 
 /// What the user asked for: how many instances of which revision, and how to get there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
+    /// The set's name (the fleet's, the `GracefulSet`'s): every instance name
+    /// starts with it, so two sets with the same template never collide.
+    pub name: String,
+    /// Bumped by the platform whenever the spec changes (Kubernetes'
+    /// `metadata.generation`); echoed as the status' `observedGeneration`.
+    #[serde(default)]
+    pub generation: i64,
     /// Desired number of instances (a negative number is treated as 0).
     pub replicas: i32,
     /// The desired revision: a hash of the instance template and version. Any change
@@ -52,8 +59,7 @@ pub struct Instance {
     /// The revision it runs.
     pub revision: String,
     /// When it was created.
-    #[serde(with = "secs")]
-    pub created_at: Duration,
+    pub created_at: Timestamp,
     /// Passes its readiness probe.
     pub ready: bool,
     /// Member of the serving set: the front (or Service) sends new connections to
@@ -73,7 +79,7 @@ impl Instance {
     pub fn new(
         name: impl Into<String>,
         revision: impl Into<String>,
-        created_at: Duration,
+        created_at: Timestamp,
     ) -> Instance {
         Instance {
             name: name.into(),
@@ -322,6 +328,9 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Status {
+    /// The spec's `generation` this status was decided from (Kubernetes'
+    /// `observedGeneration`).
+    pub observed_generation: i64,
     /// Where the fleet is.
     pub phase: Phase,
     /// The revision the fleet was last entirely on (the one an abort returns to).
@@ -339,17 +348,15 @@ pub struct Status {
     /// Of those, ready.
     pub updated_ready_replicas: i32,
     /// When the update to `updateRevision` started.
-    #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<f64>")]
-    pub update_started_at: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_started_at: Option<Timestamp>,
     /// BlueGreen: when new connections were switched to which revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_switch: Option<TrafficSwitch>,
     /// Since when the update waits for new instances to become ready with nothing
     /// else moving; `progressDeadlineSeconds` counts from here.
-    #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<f64>")]
-    pub waiting_since: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
     /// Instances whose evacuation the engine started and which still exist; a
     /// paused one is resumed before any other is started.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -385,9 +392,7 @@ pub struct TrafficSwitch {
     /// The revision that serves since.
     pub revision: String,
     /// When.
-    #[serde(with = "secs")]
-    #[schemars(with = "f64")]
-    pub at: Duration,
+    pub at: Timestamp,
 }
 
 /// Condition type: enough instances serve (BlueGreen: `replicas`; Rolling:
@@ -444,9 +449,7 @@ pub struct Condition {
     /// For humans.
     pub message: String,
     /// When `status` last changed.
-    #[serde(with = "secs")]
-    #[schemars(with = "f64")]
-    pub last_transition_time: Duration,
+    pub last_transition_time: Timestamp,
 }
 
 /// A condition's truth value, spelled as Kubernetes does.
@@ -576,7 +579,7 @@ pub(crate) mod secs {
 
     /// Rounds to the millisecond, so that a value written by the engine reads back
     /// exactly.
-    pub(crate) fn from_f64(seconds: f64) -> Result<Duration, String> {
+    fn from_f64(seconds: f64) -> Result<Duration, String> {
         let millis = (seconds * 1000.0).round();
         if !(0.0..=1e15).contains(&millis) {
             return Err(format!(
@@ -584,28 +587,5 @@ pub(crate) mod secs {
             ));
         }
         Ok(Duration::from_millis(millis as u64))
-    }
-}
-
-/// `Option<Duration>` as seconds or absent.
-pub(crate) mod opt_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<f64>::deserialize(d)?
-            .map(super::secs::from_f64)
-            .transpose()
-            .map_err(D::Error::custom)
     }
 }

@@ -17,6 +17,7 @@ use sluice_core::engine::{
 };
 use sluice_core::rolling::Budget;
 use sluice_core::spec::{EvacuationStrategy, StrategyType, UpdateStrategy};
+use sluice_core::time::Timestamp;
 
 /// One step of the fake clock.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -126,6 +127,8 @@ impl World {
             now: Duration::ZERO,
             tick: 0,
             spec: Spec {
+                name: "w".into(),
+                generation: 1,
                 replicas,
                 revision: "blue".into(),
                 strategy,
@@ -168,6 +171,11 @@ impl World {
             i.sessions = sessions;
         }
         w
+    }
+
+    /// `now` as the absolute time the engine is given.
+    pub fn clock(&self) -> Timestamp {
+        Timestamp::EPOCH + self.now
     }
 
     /// The last published status.
@@ -343,8 +351,8 @@ impl World {
         self.advance();
 
         let observed = self.observe();
-        let decision = decide(&self.spec, &observed, self.now);
-        if decide(&self.spec, &observed, self.now) != decision {
+        let decision = decide(&self.spec, &observed, self.clock());
+        if decide(&self.spec, &observed, self.clock()) != decision {
             self.violate("decide is not deterministic".into());
         }
         let json = serde_json::to_string(&decision.status).unwrap();
@@ -693,7 +701,7 @@ pub fn report(i: &Sim) -> Instance {
     Instance {
         name: i.name.clone(),
         revision: i.revision.clone(),
-        created_at: i.created_at,
+        created_at: Timestamp::EPOCH + i.created_at,
         ready: i.ready,
         serving: i.serving,
         load,

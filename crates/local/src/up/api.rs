@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use sluice_api::admin::Liveness;
 use sluice_api::control::{Aborting, Applied, ControlError, UpStatus, path};
+use sluice_proxy::auth::Token;
 
 use super::Shared;
 use crate::fleet::{Fleet, FleetError};
@@ -18,16 +19,18 @@ use crate::fleet::{Fleet, FleetError};
 /// The largest fleet file accepted.
 const MAX_SPEC: usize = 1 << 20;
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>, token: Option<Token>) -> Router {
+    let api = Router::new()
+        .route(path::STATUS, get(status))
+        .route(path::SPEC, put(put_spec))
+        .route(path::ABORT, post(abort))
+        .route(path::METRICS, get(metrics));
     Router::new()
         .route(
             path::HEALTHZ,
             get(|| async { axum::Json(Liveness { alive: true }) }),
         )
-        .route(path::STATUS, get(status))
-        .route(path::SPEC, put(put_spec))
-        .route(path::ABORT, post(abort))
-        .route(path::METRICS, get(metrics))
+        .merge(sluice_proxy::auth::protect(api, token))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -132,6 +135,7 @@ async fn put_spec(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     if !same {
         c.fleets.insert(revision.clone(), fleet.clone());
         c.fleet = fleet;
+        c.generation += 1;
     }
     drop(c);
     shared.wake.notify_one();

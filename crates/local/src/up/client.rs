@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use sluice_api::control::{ControlError, UpStatus, path};
 use sluice_core::engine::Phase;
+use sluice_proxy::auth::{TOKEN_ENV, TokenArgs};
 
 use super::http::{self, Response};
 use super::{AbortArgs, ApplyArgs, StatusArgs};
@@ -19,17 +20,25 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Sends a request; answers the status code and the body.
 async fn call(
     admin: SocketAddr,
+    token: &TokenArgs,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<Response, LocalError> {
-    http::request(admin, method, path, body, TIMEOUT)
+    let token = token.resolve()?;
+    http::request(admin, method, path, body, token.as_ref(), TIMEOUT)
         .await
         .map_err(|_| LocalError::NoFleet { addr: admin })
 }
 
 /// The body of a `want` answer as `T`; any other answer is the fleet's refusal.
 fn answer<T: DeserializeOwned>(r: &Response, want: u16, what: &str) -> Result<T, LocalError> {
+    if r.status == 401 {
+        return Err(LocalError::Control(format!(
+            "the fleet's control API wants its token: give --admin-token-file FILE, \
+             {TOKEN_ENV} or --admin-token, as given to `sluice up`"
+        )));
+    }
     if r.status != want {
         let message = serde_json::from_str::<ControlError>(&r.body).map_or_else(
             |_| format!("{what}: the fleet answered {}: {}", r.status, r.body),
@@ -52,7 +61,7 @@ pub async fn run_apply(args: ApplyArgs) -> Result<(), LocalError> {
         path: args.file.clone(),
         source,
     })?;
-    let r = call(args.admin, "PUT", path::SPEC, Some(&text)).await?;
+    let r = call(args.admin, &args.token, "PUT", path::SPEC, Some(&text)).await?;
     let applied: sluice_api::control::Applied = answer(&r, 200, "PUT /spec")?;
     let revision = &applied.revision;
     if applied.upgrade {
@@ -67,7 +76,7 @@ pub async fn run_apply(args: ApplyArgs) -> Result<(), LocalError> {
 
 /// Prints the running fleet's status.
 pub async fn run_status(args: StatusArgs) -> Result<(), LocalError> {
-    let r = call(args.admin, "GET", path::STATUS, None).await?;
+    let r = call(args.admin, &args.token, "GET", path::STATUS, None).await?;
     let status: UpStatus = answer(&r, 200, "GET /status")?;
     if args.json {
         println!(
@@ -82,7 +91,7 @@ pub async fn run_status(args: StatusArgs) -> Result<(), LocalError> {
 
 /// Stops the running upgrade and returns traffic to the old revision.
 pub async fn run_abort(args: AbortArgs) -> Result<(), LocalError> {
-    let r = call(args.admin, "POST", path::ABORT, None).await?;
+    let r = call(args.admin, &args.token, "POST", path::ABORT, None).await?;
     let _: sluice_api::control::Aborting = answer(&r, 202, "POST /abort")?;
     println!("aborting: traffic returns to the current revision; see `sluice status`");
     Ok(())

@@ -53,7 +53,7 @@ pub(crate) struct Table(Arc<Mutex<BTreeMap<String, Target>>>);
 
 impl Table {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Target>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        sluice_core::sync::lock(&self.0)
     }
 
     /// Adds an instance (not eligible until told).
@@ -156,7 +156,7 @@ pub(crate) async fn run(listener: TcpListener, table: Table, mut stop: watch::Re
                 // Nobody serves (startup, or every instance failed): the client
                 // sees a close and retries.
                 if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                    eprintln!("front: no ready serving instance; closing a new connection");
+                    tracing::warn!("front: no ready serving instance; closing a new connection");
                     last_refusal_log = Some(Instant::now());
                 }
                 break;

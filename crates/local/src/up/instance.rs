@@ -9,9 +9,10 @@ use sluice_api::admin::EvacuationRequest;
 use sluice_api::control::InstanceView;
 use sluice_api::evacuator::{Evacuator, EvacuatorError};
 use sluice_core::engine::{self, Load, NodeEvacuationStatus};
+use sluice_core::time::Timestamp;
 use sluice_http::evacuator::ProxyEvacuator;
 
-use crate::fleet::{Fleet, InstanceVars, Protocol};
+use crate::fleet::{Fleet, InstanceVars};
 use crate::process::{Probe, ProbeError, SpawnSpec, Supervised, free_port};
 
 /// How long one admin call to an evacuator may take.
@@ -29,7 +30,7 @@ const EVACUATOR_DRAIN_TIMEOUT: &str = "10";
 pub(crate) struct Inst {
     pub name: String,
     pub revision: String,
-    pub created_at: Duration,
+    pub created_at: Timestamp,
     pub port: u16,
     pub admin: SocketAddr,
     pub socket: PathBuf,
@@ -42,8 +43,11 @@ pub(crate) struct Inst {
     pub serving: bool,
     app_ready: bool,
     last_probe: Option<Instant>,
-    /// What its evacuator last reported (or why it could not be read).
+    /// What its evacuator last reported (or why it could not be read). Empty
+    /// until the first report: a new instance serves nobody before it is ready.
     pub load: Load,
+    /// The last report succeeded (part of readiness).
+    evacuator_ok: bool,
     /// Why it failed, once it has.
     pub failure: Option<String>,
 }
@@ -64,7 +68,7 @@ impl Inst {
         fleet: &Fleet,
         name: &str,
         revision: &str,
-        created_at: Duration,
+        created_at: Timestamp,
         run_dir: &Path,
         exe: &Path,
     ) -> Inst {
@@ -98,9 +102,8 @@ impl Inst {
             serving: false,
             app_ready: false,
             last_probe: None,
-            load: Load::Unknown {
-                reason: "its evacuator has not been read yet".to_owned(),
-            },
+            load: Load::EMPTY,
+            evacuator_ok: false,
             failure: None,
         };
         let (port, admin_port, probe_port) = match ports {
@@ -149,10 +152,7 @@ impl Inst {
                 return inst;
             }
         }
-        let protocol = match fleet.protocol {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Tcp => "tcp",
-        };
+        let protocol = fleet.protocol.as_str();
         let evacuator = SpawnSpec {
             program: exe.display().to_string(),
             args: [
@@ -207,7 +207,7 @@ impl Inst {
     }
 
     pub(crate) fn ready(&self) -> bool {
-        !self.failed() && self.app_ready && self.load.known()
+        !self.failed() && self.app_ready && self.evacuator_ok
     }
 
     /// The driver of its evacuator.
@@ -263,6 +263,7 @@ impl Inst {
             self.app_ready = result.is_ok();
             self.last_probe = Some(Instant::now());
         }
+        self.evacuator_ok = seen.report.is_ok();
         self.load = match seen.report {
             Ok(report) => Load::from_report(NodeEvacuationStatus {
                 node: self.name.clone(),

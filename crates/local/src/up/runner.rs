@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sluice_api::admin::EvacuationRequest;
 use sluice_api::control::InstanceView;
@@ -15,12 +15,14 @@ use sluice_api::metrics::{
     label::{PROTOCOL, REVISION, UPSTREAM},
 };
 use sluice_core::engine::{self, Action, Observed, Status};
+use sluice_core::spec::StrategyType;
+use sluice_core::time::Timestamp;
 use tokio::task::JoinSet;
 
 use super::front::Table;
 use super::instance::Inst;
 use super::{Shared, stamp};
-use crate::fleet::{Fleet, Protocol};
+use crate::fleet::Fleet;
 
 /// The longest time between two ticks (observation is cheap on loopback).
 pub(crate) const MAX_TICK: Duration = Duration::from_millis(200);
@@ -62,21 +64,27 @@ impl Runner {
     pub(crate) async fn tick(&mut self) -> Duration {
         while self.stopping.try_join_next().is_some() {}
         self.observe().await;
-        let (fleet, abort_requested) = {
+        let (fleet, generation, naive, abort_requested) = {
             let c = self.shared.lock();
-            (c.fleet.clone(), c.abort_requested)
+            (c.fleet.clone(), c.generation, c.naive, c.abort_requested)
         };
+        let mut strategy = fleet.update_strategy.clone();
+        if naive {
+            strategy.kind = StrategyType::Naive;
+        }
         let spec = engine::Spec {
+            name: fleet.name.clone(),
+            generation,
             replicas: fleet.replicas,
             revision: fleet.revision(),
-            strategy: fleet.update_strategy.clone(),
+            strategy,
         };
         let observed = Observed {
             instances: self.instances.values().map(Inst::observed).collect(),
             last_status: self.last_status.clone(),
             abort_requested,
         };
-        let now = self.started.elapsed();
+        let now = Timestamp::from_system_time(SystemTime::now());
         let decision = engine::decide(&spec, &observed, now);
         self.report_phase(&decision.status);
         for action in &decision.actions {
@@ -154,7 +162,7 @@ impl Runner {
     }
 
     /// Applies one action; failures are logged (the engine asks again).
-    async fn apply(&mut self, action: &Action, now: Duration) {
+    async fn apply(&mut self, action: &Action, now: Timestamp) {
         let t = stamp(self.started);
         match action {
             Action::Create { name, revision } => {
@@ -239,10 +247,7 @@ impl Runner {
     /// Publishes the status, the instance table and the metrics text.
     fn publish(&self, status: &Status, fleet: &Fleet, clear_abort_request: bool) {
         let views: Vec<InstanceView> = self.instances.values().map(Inst::view).collect();
-        let protocol = match fleet.protocol {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Tcp => "tcp",
-        };
+        let protocol = fleet.protocol.as_str();
         let live = || self.instances.values().filter(|i| !i.failed());
         let mut m = String::new();
         let _ = writeln!(

@@ -33,7 +33,13 @@ pub struct BenchOutput {
 impl BenchRun {
     /// Starts `sluice bench conn ARGS`.
     pub fn start(args: &[&str]) -> BenchRun {
-        let mut child = Command::new(sluice_bin())
+        BenchRun::start_command(Command::new(sluice_bin()), args)
+    }
+
+    /// Starts `COMMAND bench conn ARGS`, where `command` runs the `sluice`
+    /// binary (e.g. `ip netns exec NS sluice`, which execs it: same pid).
+    pub fn start_command(mut command: Command, args: &[&str]) -> BenchRun {
+        let mut child = command
             .args(["bench", "conn"])
             .args(args)
             .stdin(Stdio::null())

@@ -1,0 +1,193 @@
+//! What the operator sees of a set's pods, and the engine's instances made from it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use sluice_core::engine::Instance;
+
+use crate::evacuator::{Report, Target};
+use crate::pod::{SERVING_GATE, SIDECAR_NAME, instance_name, serving_decision};
+use crate::revision::REVISION_LABEL;
+
+/// One pod of the set, as observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodView {
+    /// The pod's name.
+    pub name: String,
+    /// The engine's name for it.
+    pub instance: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its revision label.
+    pub revision: String,
+    /// Creation time since the UNIX epoch.
+    pub created_at: Duration,
+    /// All containers ready (the `ContainersReady` condition: readiness without
+    /// the serving gate).
+    pub ready: bool,
+    /// The engine's serving decision (the pod's annotation).
+    pub serving: bool,
+    /// The serving gate condition as set on the pod (`None`: not yet set).
+    pub gate: Option<bool>,
+    /// Deleted (a `deletionTimestamp`): draining, will never serve again.
+    pub terminating: bool,
+    /// Its phase is `Failed` or `Succeeded`, or it is terminating.
+    pub failed: bool,
+    /// The pod IP, once it has one.
+    pub ip: Option<IpAddr>,
+    /// Something in the pod can hold connections: for the sidecar, its container
+    /// runs; without a sidecar, the pod runs.
+    pub may_hold_connections: bool,
+}
+
+impl PodView {
+    /// The pod as seen, or `None` if it is not one of the set's pods by name.
+    pub fn of(set: &str, pod: &Pod, sidecar: bool) -> Option<PodView> {
+        let meta = &pod.metadata;
+        let name = meta.name.clone()?;
+        let instance = instance_name(set, &name)?.to_owned();
+        let status = pod.status.clone().unwrap_or_default();
+        let condition = |type_: &str| {
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == type_)
+                .map(|c| c.status == "True")
+        };
+        let phase = status.phase.as_deref().unwrap_or("Pending");
+        let terminating = meta.deletion_timestamp.is_some();
+        let running = |c: &str, list: Option<&Vec<_>>| {
+            list.into_iter()
+                .flatten()
+                .any(|s: &k8s_openapi::api::core::v1::ContainerStatus| {
+                    s.name == c && s.state.as_ref().is_some_and(|st| st.running.is_some())
+                })
+        };
+        let may_hold_connections = if sidecar {
+            running(SIDECAR_NAME, status.init_container_statuses.as_ref())
+        } else {
+            phase == "Running"
+        };
+        Some(PodView {
+            name,
+            instance,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            revision: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_LABEL).cloned())
+                .unwrap_or_default(),
+            created_at: meta
+                .creation_timestamp
+                .as_ref()
+                .map(|t| Duration::from_secs(u64::try_from(t.0.as_second()).unwrap_or(0)))
+                .unwrap_or_default(),
+            ready: condition("ContainersReady").unwrap_or(false),
+            serving: serving_decision(meta.annotations.as_ref()),
+            gate: condition(SERVING_GATE),
+            terminating,
+            failed: terminating || matches!(phase, "Failed" | "Succeeded"),
+            ip: status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            may_hold_connections,
+        })
+    }
+
+    /// The evacuator target, once the pod has an IP.
+    pub fn target(&self) -> Option<Target> {
+        Some(Target {
+            pod: self.name.clone(),
+            namespace: self.namespace.clone(),
+            ip: self.ip?,
+        })
+    }
+
+    /// Whether its evacuator must be asked: something may hold connections and
+    /// can be reached.
+    pub fn needs_report(&self) -> bool {
+        self.may_hold_connections && self.ip.is_some()
+    }
+
+    /// The engine's instance, with the evacuator's report (`None` when none was
+    /// needed: nothing in the pod can hold a connection).
+    pub fn instance(&self, report: Option<&Report>) -> Instance {
+        let mut i = Instance::new(&self.instance, &self.revision, self.created_at);
+        i.ready = self.ready && !self.failed;
+        i.serving = self.serving;
+        i.failed = self.failed;
+        if let Some(r) = report {
+            i.connections = r.connections;
+            i.sessions = r.sessions;
+            i.evacuation = r.evacuation.clone();
+        }
+        i
+    }
+}
+
+/// Where new connections may go. A Kubernetes Service picks among ready
+/// endpoints at random, so "instances of the target revision first" (the
+/// engine's routing promise, which keeps a moved client from landing on another
+/// old instance and moving twice) becomes "only the target revision's, once one
+/// of them serves": an old pod the engine keeps serving gets its gate `False` as
+/// soon as a ready pod of the target revision serves. It keeps its connections
+/// (a gate only takes a pod out of the endpoints); only new connections are
+/// narrowed to the target revision. Before any target pod serves, the engine's
+/// decisions apply as they are.
+pub fn gates(pods: &[PodView], target: &str) -> BTreeMap<String, bool> {
+    let target_serves = pods
+        .iter()
+        .any(|p| p.revision == target && p.serving && p.ready && !p.failed);
+    pods.iter()
+        .map(|p| {
+            let gate = p.serving && !p.failed && (p.revision == target || !target_serves);
+            (p.name.clone(), gate)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, revision: &str, ready: bool, serving: bool) -> PodView {
+        PodView {
+            name: name.into(),
+            instance: name.into(),
+            namespace: "default".into(),
+            revision: revision.into(),
+            created_at: Duration::ZERO,
+            ready,
+            serving,
+            gate: None,
+            terminating: false,
+            failed: false,
+            ip: None,
+            may_hold_connections: true,
+        }
+    }
+
+    #[test]
+    fn once_a_target_pod_serves_only_target_pods_take_new_connections() {
+        let mut pods = vec![
+            view("old-0", "a", true, true),
+            view("old-1", "a", true, true),
+            view("new-0", "b", false, false),
+        ];
+        // The new pod is not ready: the old ones keep serving.
+        let g = gates(&pods, "b");
+        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, false));
+        // Ready and serving: new connections go to it alone.
+        pods[2].ready = true;
+        pods[2].serving = true;
+        let g = gates(&pods, "b");
+        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (false, false, true));
+        // Aborting back to "a": the same rule with the roles swapped.
+        let g = gates(&pods, "a");
+        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, false));
+        // A pod the engine took out of serving never gets the gate.
+        pods[0].serving = false;
+        assert!(!gates(&pods, "a")["old-0"]);
+    }
+}
