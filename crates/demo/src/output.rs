@@ -136,7 +136,7 @@ pub fn report_html(s: &DemoSummary) -> String {
     let _ = write!(
         top,
         "<h1>sluice demo</h1>\n<p>{} MQTT clients, {} replicas, connEvictRate {}/s ({}); \
-         each section below is one upgrade v1 → v2.</p>\n<table>\n<tr><th>strategy</th>",
+         each section below (side by side, on the same axes) is one upgrade v1 → v2.</p>\n<table>\n<tr><th>strategy</th>",
         s.clients,
         s.replicas,
         s.rate,

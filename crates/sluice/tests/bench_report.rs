@@ -144,6 +144,37 @@ fn report_draws_revisions_instances_and_eviction_rate_from_metrics() {
         instances.contains(">\ngreen: 100\n</text>"),
         "green's panel"
     );
+
+    // `sluice bench report` redraws saved runs side by side.
+    let again = dir.0.join("again.html");
+    let out = std::process::Command::new(support::sluice_bin())
+        .args(["bench", "report", "-o"])
+        .arg(&again)
+        .arg(&json)
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&again).unwrap();
+    assert_self_contained_html(&page);
+    assert_eq!(page.matches("<section>").count(), 2);
+    assert!(page.contains("grid-template-columns:repeat(2,1fr)"));
+    // A file that is not a summary: status 2, one line naming it.
+    let bad = dir.0.join("r.html");
+    let out = std::process::Command::new(support::sluice_bin())
+        .args(["bench", "report", "-o"])
+        .arg(&again)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("r.html is not a summary"), "{stderr}");
 }
 
 #[test]

@@ -138,6 +138,17 @@ fn done_means_the_promises_hold_for_blue_green_and_rolling_and_fail_for_naive() 
     for name in ["blue-green:", "rolling:", "naive:"] {
         assert!(html.contains(name), "report lacks a {name} section");
     }
+    // Side by side, with the revisions and the eviction counter `sluice up`
+    // exports: the old and the new set, and evictions per second, in each.
+    assert!(html.contains("grid-template-columns:repeat(3,1fr)"));
+    for legend in ["old set (revision ", "new set (revision ", "evictions/s"] {
+        assert_eq!(html.matches(legend).count(), 3 * 2, "{legend}");
+    }
+    // Blue-green's evictions, counted from the evacuators: every client once.
+    let bench = std::fs::read_to_string(dir.0.join("blue-green").join("bench.json")).unwrap();
+    let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    let evicted = bench["timeline"].as_array().unwrap().last().unwrap()["evicted"].as_u64();
+    assert_eq!(evicted, Some(2000), "evictions counted by the evacuators");
 }
 
 #[test]

@@ -665,14 +665,19 @@ fn draw_instances(root: &Area<'_>, s: &Summary, axes: &Axes, grid: &Grid) -> Dra
             }
         }
         if row + 1 == grid.rows || k + grid.cols >= s.instances.len() {
-            let ticks = [0.0, axes.t_max / 2.0, axes.t_max];
-            for (i, t) in ticks.iter().enumerate() {
+            // Round seconds, two or three of them, none past the axis.
+            let step = [
+                1.0, 2.0, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0, 200.0, 250.0, 500.0,
+            ]
+            .into_iter()
+            .find(|step| axes.t_max / step <= 3.0)
+            .unwrap_or(1000.0);
+            let ticks = (0..=3)
+                .map(|k| f64::from(k) * step)
+                .filter(|t| *t <= axes.t_max);
+            for t in ticks {
                 let x = px0 + ((t / axes.t_max) * f64::from(px1 - px0)) as i32;
-                let h = match i {
-                    0 => HPos::Left,
-                    2 => HPos::Right,
-                    _ => HPos::Center,
-                };
+                let h = if t == 0.0 { HPos::Left } else { HPos::Center };
                 root.draw(&Text::new(
                     format!("{t:.0}"),
                     (x, py1 + 3),

@@ -184,6 +184,7 @@ fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
         o,
         Some(chart::revisions_svg(s, axes, width)),
         &revisions_caption(s),
+        "",
     );
     figure(
         o,
@@ -203,6 +204,7 @@ fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
                 " (give --evict-rate to draw the configured rate)"
             }
         ),
+        "No rates: this summary was written before the bench recorded them.",
     );
     figure(
         o,
@@ -211,18 +213,24 @@ fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
          the number after each name is its connections at the end (\"gone\" once deleted). \
          <b>Look for</b> each old instance draining to zero in an even slope, one after the \
          other, and the new instances ending at equal heights: balanced.",
+        NO_INSTANCES,
     );
     figure(
         o,
         Some(chart::histogram_svg(s, axes, width)),
         "How many clients saw 0, 1, 2, … disconnects during the run. <b>Look for</b> every \
          client at 1 (moved exactly once); a bar at 2 or more is clients cut again.",
+        "",
     );
     o.push_str("</section>\n");
 }
 
-/// One chart with its caption; a note in its place when there is no data.
-fn figure(o: &mut String, svg: Option<String>, caption: &str) {
+/// What stands in for the per-instance charts without per-instance data.
+const NO_INSTANCES: &str = "No connections per instance: they need --metrics (the evacuators' \
+                            Prometheus endpoints).";
+
+/// One chart with its caption; `missing` in its place when there is no data.
+fn figure(o: &mut String, svg: Option<String>, caption: &str, missing: &str) {
     match svg {
         Some(svg) => {
             let _ = writeln!(
@@ -231,11 +239,7 @@ fn figure(o: &mut String, svg: Option<String>, caption: &str) {
             );
         }
         None => {
-            let _ = writeln!(
-                o,
-                "<figure class=\"empty\"><p>No data for this chart: it needs --metrics \
-                 (the evacuators' Prometheus endpoints).</p></figure>"
-            );
+            let _ = writeln!(o, "<figure class=\"empty\"><p>{missing}</p></figure>");
         }
     }
 }
@@ -355,7 +359,7 @@ mod tests {
         }
         let html = render(&[s]);
         assert!(!html.contains("class=\"wide\""), "one run: one column");
-        assert!(html.contains("it needs --metrics"));
+        assert!(html.contains("No connections per instance: they need --metrics"));
         // Revisions (total only), rates (reconnects), histogram.
         assert_eq!(html.matches("<svg").count(), 3);
         assert!(html.contains("reconnects/s (clients)"));
