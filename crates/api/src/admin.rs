@@ -290,6 +290,7 @@ mod tests {
             redirect_to: Some("h:2".into()),
             mqtt5_evict: Some(mqtt5_evict::CLOSE.into()),
             migrate_to: vec!["b".into()],
+            deadline: Some(5),
         };
         let Value::Object(map) = serde_json::to_value(&full).unwrap() else {
             panic!("not an object")
