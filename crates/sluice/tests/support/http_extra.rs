@@ -124,7 +124,9 @@ impl Tool {
             }
             Tool::Oha => {
                 let mut cmd = Command::new(oha());
-                cmd.args(["-c", &c, "-z", &format!("{seconds}s"), "--no-tui"])
+                // -w: requests in flight at the end are waited for, not
+                // counted as "aborted due to deadline".
+                cmd.args(["-c", &c, "-z", &format!("{seconds}s"), "-w", "--no-tui"])
                     .args(["--output-format", "json", url]);
                 cmd
             }
