@@ -7,26 +7,12 @@
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use support::http_extra::serve_http;
 use support::proxy_extra::{Proxy, metric};
-use support::{ChildGuard, free_port, sluice_bin, wait_for_port, wait_until};
-
-fn serve_http(name: &str) -> (ChildGuard, SocketAddr) {
-    let port = free_port();
-    let child = Command::new(sluice_bin())
-        .args(["serve-http", "--port", &port.to_string(), "--name", name])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sluice serve-http");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_port(addr, Duration::from_secs(10));
-    (ChildGuard(child), addr)
-}
+use support::wait_until;
 
 /// Sends one GET and reads its whole response (the sample server's body is
 /// `ok NAME\n`); returns the response text.

@@ -281,3 +281,19 @@ pub fn peer(name: &str) -> PathBuf {
         .join("tests/peers")
         .join(name)
 }
+
+/// `sluice serve-http --name NAME` on a free port, waited for; killed when
+/// the guard drops.
+pub fn serve_http(name: &str) -> (ChildGuard, SocketAddr) {
+    let port = free_port();
+    let child = Command::new(super::sluice_bin())
+        .args(["serve-http", "--port", &port.to_string(), "--name", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sluice serve-http");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr, Duration::from_secs(10));
+    (ChildGuard(child), addr)
+}
