@@ -1,10 +1,12 @@
 //! The evacuating proxy behind `sluice proxy`.
 //!
-//! It forwards TCP and MQTT connections to one upstream (the Kubernetes sidecar)
-//! or several (a small balancing front), and empties an upstream at a chosen
-//! rate when asked through its admin API or on SIGTERM: MQTT 5 clients get a
-//! DISCONNECT between two packets, MQTT 3.x and TCP clients a clean close, and
-//! each reconnects by itself to wherever new connections go.
+//! It forwards TCP, MQTT and HTTP connections to one upstream (the Kubernetes
+//! sidecar) or several (a small balancing front), and empties an upstream at a
+//! chosen rate when asked through its admin API or on SIGTERM: MQTT 5 clients
+//! get a DISCONNECT between two packets, MQTT 3.x and TCP clients a clean close,
+//! HTTP clients a `Connection: close` response, a WebSocket Close or a
+//! two-phase GOAWAY between exchanges, and each reconnects by itself to
+//! wherever new connections go.
 //!
 //! Modules: [`cli`] (flags), [`conn`] (accept and the per-connection task),
 //! [`copy`] (half-close-correct copying that stops at packet boundaries),

@@ -20,7 +20,7 @@ enum Command {
     /// Estimate an upgrade before running it.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
-    /// The evacuating proxy: forwards TCP/MQTT connections and moves them off an
+    /// The evacuating proxy: forwards TCP/MQTT/HTTP connections and moves them off an
     /// upstream at a chosen rate.
     Proxy(sluice_proxy::ProxyArgs),
     /// Load generator: play thousands of clients and record what they saw.

@@ -5,30 +5,14 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use support::http_extra::Tool;
-use support::{ChildGuard, free_port, sluice_bin, wait_for_port};
-
-fn start() -> (ChildGuard, SocketAddr) {
-    let port = free_port();
-    let child = Command::new(sluice_bin())
-        .args(["serve-http", "--port", &port.to_string(), "--name", "blue"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn sluice serve-http");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_for_port(addr, Duration::from_secs(10));
-    (ChildGuard(child), addr)
-}
+use support::http_extra::{Tool, serve_http};
 
 #[test]
 fn pipelined_requests_are_answered_in_order_and_close_is_clean() {
-    let (_server, addr) = start();
+    let (_server, addr) = serve_http("blue");
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
@@ -51,7 +35,7 @@ fn pipelined_requests_are_answered_in_order_and_close_is_clean() {
 
 #[test]
 fn wrk_sees_no_error() {
-    let (_server, addr) = start();
+    let (_server, addr) = serve_http("blue");
     let child = Tool::Wrk.start(&format!("http://{addr}/"), 20, 2);
     let load = Tool::Wrk.finish(child);
     assert_eq!((load.non_2xx, load.socket_errors), (0, 0), "{}", load.raw);

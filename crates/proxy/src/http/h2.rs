@@ -227,7 +227,9 @@ async fn responses(
                     // known; without ACKs (a client that does not answer PINGs)
                     // the open streams are all there is to go by.
                     let seen_all = !acked || h2.acked[1].is_raised();
-                    if seen_all && lock(&h2.streams).open.is_empty() {
+                    // Only between frames: the frame that ended the last
+                    // stream (its header counted already) goes out whole.
+                    if seen_all && splicer.at_boundary() && lock(&h2.streams).open.is_empty() {
                         done = Some(if acked { "goaway" } else { "goaway_no_ack" });
                         break;
                     }

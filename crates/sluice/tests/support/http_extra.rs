@@ -124,7 +124,9 @@ impl Tool {
             }
             Tool::Oha => {
                 let mut cmd = Command::new(oha());
-                cmd.args(["-c", &c, "-z", &format!("{seconds}s"), "--no-tui"])
+                // -w: requests in flight at the end are waited for, not
+                // counted as "aborted due to deadline".
+                cmd.args(["-c", &c, "-z", &format!("{seconds}s"), "-w", "--no-tui"])
                     .args(["--output-format", "json", url]);
                 cmd
             }
@@ -278,4 +280,20 @@ pub fn peer(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers")
         .join(name)
+}
+
+/// `sluice serve-http --name NAME` on a free port, waited for; killed when
+/// the guard drops.
+pub fn serve_http(name: &str) -> (ChildGuard, SocketAddr) {
+    let port = free_port();
+    let child = Command::new(super::sluice_bin())
+        .args(["serve-http", "--port", &port.to_string(), "--name", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sluice serve-http");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr, Duration::from_secs(10));
+    (ChildGuard(child), addr)
 }
