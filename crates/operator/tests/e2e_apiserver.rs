@@ -299,10 +299,18 @@ struct ProxyCli {
 
 impl NodeDouble {
     async fn step(&mut self) {
-        let Ok(list) = self.pods.list(&ListParams::default().labels("sluice.dev/set=mqtt")).await else {
+        let Ok(list) = self
+            .pods
+            .list(&ListParams::default().labels("sluice.dev/set=mqtt"))
+            .await
+        else {
             return;
         };
-        let live: Vec<String> = list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+        let live: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
         self.running.retain(|name, (_, task)| {
             let keep = live.contains(name);
             if !keep {
@@ -332,7 +340,10 @@ impl NodeDouble {
             });
             // Up before the pod reports a running sidecar, as its startup probe ensures.
             eventually("the sidecar's admin API answers", || async {
-                tokio::net::TcpStream::connect((ip, self.admin_port)).await.ok().map(drop)
+                tokio::net::TcpStream::connect((ip, self.admin_port))
+                    .await
+                    .ok()
+                    .map(drop)
             })
             .await;
             let status = json!({"status": {
@@ -393,9 +404,12 @@ async fn a_blue_green_upgrade_moves_each_client_once() {
         "evacuationStrategy": {"connEvictRate": 20, "waitTakeover": 0}});
     body["spec"]["evacuator"]["sidecar"]["adminPort"] = json!(admin_port);
     let sets: Api<GracefulSet> = Api::namespaced(client.clone(), &ns);
-    sets.create(&PostParams::default(), &serde_json::from_value(body).unwrap())
-        .await
-        .unwrap();
+    sets.create(
+        &PostParams::default(),
+        &serde_json::from_value(body).unwrap(),
+    )
+    .await
+    .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let token = eventually("the admin token Secret", || async {
         let s = secrets.get_opt("mqtt-sluice-admin").await.ok()??;
@@ -430,7 +444,10 @@ async fn a_blue_green_upgrade_moves_each_client_once() {
             if let Some(s) = stable(2)().await {
                 break s;
             }
-            assert!(Instant::now() < end, "the set never became Stable with 2 serving");
+            assert!(
+                Instant::now() < end,
+                "the set never became Stable with 2 serving"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
@@ -459,7 +476,10 @@ async fn a_blue_green_upgrade_moves_each_client_once() {
     let last = loop {
         node.step().await;
         if let Some(s) = sets.get("mqtt").await.ok().and_then(|s| s.status) {
-            saw_evacuation |= s.node_evacuations_status.iter().any(|e| e.stats.initial_connected == 10);
+            saw_evacuation |= s
+                .node_evacuations_status
+                .iter()
+                .any(|e| e.stats.initial_connected == 10);
             if s.phase == sluice_core::engine::Phase::Stable
                 && s.current_revision != first.current_revision
                 && s.serving_replicas == 2
@@ -470,7 +490,10 @@ async fn a_blue_green_upgrade_moves_each_client_once() {
         assert!(Instant::now() < end, "the upgrade did not finish");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(saw_evacuation, "status.nodeEvacuationsStatus never showed an old pod's evacuation");
+    assert!(
+        saw_evacuation,
+        "status.nodeEvacuationsStatus never showed an old pod's evacuation"
+    );
 
     // Every client was closed by its sidecar's evacuation, exactly once (a
     // closed TCP connection cannot be closed again; none was reset).
@@ -483,13 +506,29 @@ async fn a_blue_green_upgrade_moves_each_client_once() {
         assert_eq!(n, 0);
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let now = pods.list(&ListParams::default().labels("sluice.dev/set=mqtt")).await.unwrap();
-    let names: Vec<String> = now.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let now = pods
+        .list(&ListParams::default().labels("sluice.dev/set=mqtt"))
+        .await
+        .unwrap();
+    let names: Vec<String> = now
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     for p in &now.items {
         let labels = p.metadata.labels.as_ref().unwrap();
         assert_eq!(labels["sluice.dev/revision"], last.current_revision);
-        let gate = p.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "sluice.dev/serving").unwrap();
+        let gate = p
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "sluice.dev/serving")
+            .unwrap();
         assert_eq!(gate.status, "True");
     }
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
@@ -501,10 +540,24 @@ async fn a_blue_green_upgrade_moves_each_client_once() {
         .iter()
         .filter_map(|e| e.reason.clone())
         .collect();
-    for reason in ["CreatedPod", "Serving", "NotServing", "NodeEvacuation", "DeletedPod", "PhaseChanged"] {
-        assert!(reasons.iter().any(|r| r == reason), "no {reason} Event in {reasons:?}");
+    for reason in [
+        "CreatedPod",
+        "Serving",
+        "NotServing",
+        "NodeEvacuation",
+        "DeletedPod",
+        "PhaseChanged",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} Event in {reasons:?}"
+        );
     }
-    assert_eq!(reasons.iter().filter(|r| *r == "NodeEvacuation").count(), 2, "{reasons:?}");
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "NodeEvacuation").count(),
+        2,
+        "{reasons:?}"
+    );
     operator.abort();
     for (_, task) in node.running.values() {
         task.abort();
