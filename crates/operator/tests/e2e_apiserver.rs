@@ -380,7 +380,7 @@ async fn echo_server() -> std::net::SocketAddr {
 
 /// A blue-green upgrade driven by the operator through the real API server:
 /// new pods are created and switched in, every old pod is evacuated through its
-/// sidecar's admin API (its clients are closed once each, at the set's rate) and
+/// sidecar's admin API (its clients are closed, cleanly, by the evacuation) and
 /// only then deleted; the Events tell the story.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blue_green_upgrade_evacuates_old_pods_through_their_sidecars() {
