@@ -14,6 +14,9 @@ pub enum BenchCommand {
     /// Open and hold many MQTT or TCP connections, reconnect them like real
     /// clients do, and record every disconnect per client.
     Conn(ConnArgs),
+    /// Draw the HTML report of runs saved with `conn --json` (or a demo's
+    /// `bench.json`), side by side on shared axes.
+    Report(ReportArgs),
     /// A trivial accept-and-CONNACK server for measuring the generator
     /// itself (several can share one port with SO_REUSEPORT).
     #[command(hide = true)]
@@ -106,6 +109,10 @@ pub struct ConnArgs {
     /// connections per instance from.
     #[arg(long, value_name = "URL", num_args = 1.., value_parser = parse_metrics_url)]
     pub metrics: Vec<MetricsUrl>,
+    /// The evacuators' configured connEvictRate (per second), drawn as the
+    /// reference line of the report's eviction-rate chart.
+    #[arg(long, value_name = "PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
+    pub evict_rate: Option<u32>,
     /// Worker processes (default: as many as the open-files limit needs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: Option<u32>,
@@ -157,10 +164,22 @@ impl ConnArgs {
             connect_timeout_ms: self.connect_timeout,
             max_connecting: self.max_connecting,
             metrics: self.metrics.iter().map(|m| m.to_string()).collect(),
+            evict_rate: self.evict_rate.map(f64::from),
             workers: self.workers,
             quiet: self.quiet,
         }
     }
+}
+
+/// Flags of `sluice bench report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Summaries written by `sluice bench conn --json`, one section each, in order.
+    #[arg(value_name = "RUN.json", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the HTML report.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// Flags of the hidden `sluice bench sink`.

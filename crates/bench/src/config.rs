@@ -216,6 +216,10 @@ pub struct ConnConfig {
     pub max_connecting: u32,
     /// Evacuators' `/metrics` URLs, scraped for connections per instance.
     pub metrics: Vec<String>,
+    /// The evacuators' configured `connEvictRate`, per second: the reference
+    /// line of the report's eviction-rate chart (the bench cannot know it).
+    #[serde(default)]
+    pub evict_rate: Option<f64>,
     /// Worker processes; `None` chooses from the open-files limit.
     pub workers: Option<u32>,
     /// No progress lines.
@@ -248,6 +252,7 @@ impl ConnConfig {
             connect_timeout_ms: 10_000,
             max_connecting: 64,
             metrics: Vec::new(),
+            evict_rate: None,
             workers: None,
             quiet: true,
         }

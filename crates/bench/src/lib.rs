@@ -31,7 +31,7 @@ pub mod workers;
 
 use std::path::PathBuf;
 
-pub use cli::{BenchCommand, ConnArgs};
+pub use cli::{BenchCommand, ConnArgs, ReportArgs};
 pub use config::{ConnConfig, MqttVersion, Protocol, ReconnectPolicy, SourceIps};
 pub use fleet::Slice;
 pub use runner::{resolve, run_conn, run_conn_until};
@@ -68,6 +68,7 @@ pub enum BenchError {
 pub async fn run(cmd: BenchCommand) -> Result<(), BenchError> {
     match cmd {
         BenchCommand::Conn(args) => run_conn_command(args).await,
+        BenchCommand::Report(args) => report_command(&args),
         BenchCommand::Sink(args) => sink::run(args).await,
         BenchCommand::Worker => workers::worker_main().await,
     }
@@ -87,6 +88,18 @@ async fn run_conn_command(args: ConnArgs) -> Result<(), BenchError> {
         report::html::write(path, std::slice::from_ref(&summary))?;
         println!("  report             {}", path.display());
     }
+    Ok(())
+}
+
+fn report_command(args: &ReportArgs) -> Result<(), BenchError> {
+    check_writable("--out", Some(&args.out))?;
+    let runs = args
+        .runs
+        .iter()
+        .map(|path| report::json::read(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    report::html::write(&args.out, &runs)?;
+    println!("report {}", args.out.display());
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sluice_core::sync::lock;
 use sluice_wire::mqtt::reason;
 
 /// Why a connection ended, or why an attempt failed.
@@ -253,10 +254,6 @@ impl SharedSamples {
             .entry(reference.to_owned())
             .or_insert(0) += 1;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The aggregate of many clients' records: what a worker process sends its

@@ -173,13 +173,10 @@ pub async fn run_conn_until(
     if let Some(p) = progress {
         let _ = p.await;
     }
-    Ok(Summary::build(
-        &cfg,
-        title,
-        agg,
-        recording.finish(&urls),
-        elapsed,
-    ))
+    let timeline = recording.finish(&urls);
+    let mut summary = Summary::build(&cfg, title, agg, timeline.samples, elapsed);
+    summary.revisions = timeline.revisions;
+    Ok(summary)
 }
 
 /// Runs `cfg` until its duration passes, or forever without one.

@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The gauge `sluice proxy` exports: current connections per upstream.
-pub const UPSTREAM_CONNECTIONS: &str = "sluice_upstream_connections";
+use sluice_api::metrics::{EVICTIONS, UPSTREAM_CONNECTIONS, label};
 
 /// A `http://HOST:PORT/PATH` URL of a metrics endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,9 +192,35 @@ fn parse_line(line: &str) -> Option<Sample> {
 /// Connections per upstream in one scrape: the `upstream` label of
 /// [`UPSTREAM_CONNECTIONS`], summed over protocols.
 pub fn upstream_connections(samples: &[Sample]) -> BTreeMap<String, u64> {
+    per_upstream(samples, UPSTREAM_CONNECTIONS)
+}
+
+/// Evictions per upstream in one scrape: [`EVICTIONS`] summed over its other
+/// labels (the proxy's `reason`); `None` when no upstream reports it.
+pub fn upstream_evictions(samples: &[Sample]) -> Option<BTreeMap<String, u64>> {
+    let out = per_upstream(samples, EVICTIONS);
+    (!out.is_empty()).then_some(out)
+}
+
+/// The `revision` label of each upstream's [`UPSTREAM_CONNECTIONS`], where
+/// the exporter sets one (`sluice up` does).
+pub fn upstream_revisions(samples: &[Sample]) -> BTreeMap<String, String> {
+    samples
+        .iter()
+        .filter(|s| s.name == UPSTREAM_CONNECTIONS)
+        .filter_map(|s| {
+            Some((
+                s.label(label::UPSTREAM)?.to_owned(),
+                s.label(label::REVISION)?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn per_upstream(samples: &[Sample], metric: &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.name == UPSTREAM_CONNECTIONS) {
-        if let Some(upstream) = s.label("upstream") {
+    for s in samples.iter().filter(|s| s.name == metric) {
+        if let Some(upstream) = s.label(label::UPSTREAM) {
             *out.entry(upstream.to_owned()).or_insert(0) += s.value.max(0.0).round() as u64;
         }
     }
@@ -221,25 +246,42 @@ pub fn instance_names(urls: &[MetricsUrl], seen: &[(usize, String)]) -> Vec<Stri
 mod tests {
     use super::*;
 
-    const BODY: &str = "# HELP sluice_upstream_connections Current connections.\n\
-        # TYPE sluice_upstream_connections gauge\n\
-        sluice_upstream_connections{upstream=\"blue\",protocol=\"mqtt\"} 120\n\
-        sluice_upstream_connections{protocol=\"tcp\",upstream=\"blue\"} 3\n\
-        sluice_upstream_connections{upstream=\"gr\\\"een\",protocol=\"mqtt\"} 7 1700000000\n\
-        sluice_evictions_total{upstream=\"blue\"} 9\n\
-        process_open_fds 33\n\
-        garbage{ line\n";
+    use sluice_api::metrics::label::{PROTOCOL, UPSTREAM};
+
+    fn body() -> String {
+        let c = UPSTREAM_CONNECTIONS;
+        format!(
+            "# HELP {c} Current connections.\n\
+             # TYPE {c} gauge\n\
+             {c}{{{UPSTREAM}=\"blue\",{PROTOCOL}=\"mqtt\"}} 120\n\
+             {c}{{{PROTOCOL}=\"tcp\",{UPSTREAM}=\"blue\"}} 3\n\
+             {c}{{{UPSTREAM}=\"gr\\\"een\",{PROTOCOL}=\"mqtt\"}} 7 1700000000\n\
+             {EVICTIONS}{{{UPSTREAM}=\"blue\"}} 9\n\
+             process_open_fds 33\n\
+             garbage{{ line\n"
+        )
+    }
 
     #[test]
     fn parses_the_text_format() {
-        let samples = parse_text(BODY);
+        let samples = parse_text(&body());
         assert_eq!(samples.len(), 5);
-        assert_eq!(samples[0].label("upstream"), Some("blue"));
+        assert_eq!(samples[0].label(UPSTREAM), Some("blue"));
         assert_eq!(samples[4].name, "process_open_fds");
         let per = upstream_connections(&samples);
         assert_eq!(per.get("blue"), Some(&123));
         assert_eq!(per.get("gr\"een"), Some(&7));
         assert_eq!(per.len(), 2);
+        assert_eq!(
+            upstream_evictions(&samples),
+            Some([("blue".into(), 9)].into())
+        );
+        assert!(upstream_revisions(&samples).is_empty());
+        let up = parse_text(
+            "sluice_upstream_connections{upstream=\"a-0\",revision=\"a\",protocol=\"mqtt\"} 5\n",
+        );
+        assert_eq!(upstream_revisions(&up), [("a-0".into(), "a".into())].into());
+        assert_eq!(upstream_evictions(&up), None);
     }
 
     #[test]

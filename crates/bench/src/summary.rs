@@ -61,12 +61,21 @@ pub struct Summary {
     pub memory: Memory,
     /// Instances seen in the evacuators' metrics, in first-seen order.
     pub instances: Vec<String>,
+    /// Each instance's revision, where the metrics label it (`sluice up`
+    /// does): the report groups instances by revision, the first seen being
+    /// the old set. Empty: one group.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revisions: BTreeMap<String, String>,
+    /// The configured `connEvictRate` per second (`--evict-rate`; the demo
+    /// sets it): the eviction-rate chart's reference line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evict_rate: Option<f64>,
     /// Samples every 100 ms.
     pub timeline: Vec<TimelineSample>,
 }
 
 /// One timeline sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineSample {
     /// Seconds since the start of the run.
@@ -75,6 +84,14 @@ pub struct TimelineSample {
     pub connected: u64,
     /// Connections per instance (upstream), from `--metrics`.
     pub per_instance: BTreeMap<String, u64>,
+    /// Reconnections so far: connections after each client's first (the
+    /// bench's own count). `None` in summaries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnects: Option<u64>,
+    /// Connections evicted so far over all instances, from the evacuators'
+    /// `sluice_evictions_total` counters; `None` when they do not export it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<u64>,
 }
 
 /// Percentiles of a set of durations.
@@ -245,6 +262,8 @@ impl Summary {
                 bytes_per_client: grown.checked_div(agg.clients).unwrap_or(0),
             },
             instances,
+            revisions: BTreeMap::new(),
+            evict_rate: cfg.evict_rate,
             timeline,
         }
     }
@@ -377,7 +396,7 @@ mod tests {
         TimelineSample {
             t,
             connected,
-            per_instance: BTreeMap::new(),
+            ..Default::default()
         }
     }
 

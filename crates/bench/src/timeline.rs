@@ -8,15 +8,37 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::recorder::Counters;
+use crate::recorder::{Counters, Snapshot};
 use crate::scrape::{self, MetricsUrl};
 use crate::summary::TimelineSample;
 
 /// How often the timeline is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
+/// What one scrape of one metrics URL said, per upstream.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scraped {
+    /// Connections now.
+    pub connections: BTreeMap<String, u64>,
+    /// Evictions so far (a counter); `None` when the URL does not export it.
+    pub evictions: Option<BTreeMap<String, u64>>,
+    /// The `revision` label, where there is one.
+    pub revisions: BTreeMap<String, String>,
+}
+
+impl Scraped {
+    fn of(body: &str) -> Scraped {
+        let samples = scrape::parse_text(body);
+        Scraped {
+            connections: scrape::upstream_connections(&samples),
+            evictions: scrape::upstream_evictions(&samples),
+            revisions: scrape::upstream_revisions(&samples),
+        }
+    }
+}
+
 /// The latest scrape of each metrics URL (`None`: the last one failed).
-pub(crate) type Latest = Arc<Mutex<Vec<Option<BTreeMap<String, u64>>>>>;
+pub(crate) type Latest = Arc<Mutex<Vec<Option<Scraped>>>>;
 
 /// Starts one scraping task per URL, each refreshing its slot of the
 /// returned table every [`SAMPLE_EVERY`] until `stop`.
@@ -36,7 +58,7 @@ pub(crate) fn spawn_scrapers(urls: &[MetricsUrl], stop: &watch::Receiver<bool>) 
                 let got = scrape::fetch(&url, Duration::from_secs(1))
                     .await
                     .ok()
-                    .map(|body| scrape::upstream_connections(&scrape::parse_text(&body)));
+                    .map(|body| Scraped::of(&body));
                 if let Ok(mut slots) = latest.lock() {
                     slots[i] = got;
                 }
@@ -46,60 +68,138 @@ pub(crate) fn spawn_scrapers(urls: &[MetricsUrl], stop: &watch::Receiver<bool>) 
     latest
 }
 
-/// One recorded sample: seconds, connected, (series number, connections).
-type RawSample = (f64, u64, Vec<(usize, u64)>);
+/// One recorded sample as numbers: instance values keyed by series number.
+#[derive(Debug)]
+struct RawSample {
+    t: f64,
+    connected: u64,
+    reconnects: u64,
+    /// Evictions counted so far over all series.
+    evicted: u64,
+    instances: Vec<(usize, u64)>,
+}
+
+/// One instance as seen through one URL.
+#[derive(Debug)]
+struct Series {
+    url: usize,
+    name: String,
+    revision: Option<String>,
+    /// Its eviction counter at the last scrape that had one.
+    evicted: u64,
+}
 
 /// Samples as recorded: instance values keyed by series number.
 #[derive(Debug, Default)]
 pub(crate) struct Recording {
     samples: Vec<RawSample>,
-    /// Series number → (url index, upstream name).
-    series: Vec<(usize, String)>,
+    series: Vec<Series>,
+    evicted: u64,
+    /// Some URL exported the eviction counter.
+    evictions_seen: bool,
+}
+
+/// The finished timeline.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    /// Samples with instance names.
+    pub samples: Vec<TimelineSample>,
+    /// Each instance's revision, where the metrics say.
+    pub revisions: BTreeMap<String, String>,
 }
 
 impl Recording {
-    /// Adds a sample at `t` seconds.
+    /// Adds a sample at `t` seconds: clients connected and reconnections so
+    /// far (the bench's own counts), and the latest scrapes.
     pub(crate) fn push(
         &mut self,
         t: f64,
         connected: u64,
-        scrapes: &[Option<BTreeMap<String, u64>>],
+        reconnects: u64,
+        scrapes: &[Option<Scraped>],
     ) {
         let mut instances = Vec::new();
         for (url, scrape) in scrapes.iter().enumerate() {
-            for (name, value) in scrape.iter().flatten() {
-                let id = match self.series.iter().position(|(u, n)| *u == url && n == name) {
+            let Some(scrape) = scrape else { continue };
+            self.evictions_seen |= scrape.evictions.is_some();
+            for (name, value) in &scrape.connections {
+                let counter = scrape.evictions.as_ref().and_then(|e| e.get(name)).copied();
+                let id = match self
+                    .series
+                    .iter()
+                    .position(|s| s.url == url && &s.name == name)
+                {
                     Some(id) => id,
                     None => {
-                        self.series.push((url, name.clone()));
+                        // First seen: what its counter holds happened before the
+                        // run (a proxy creates the counter at its first eviction:
+                        // none yet counts from 0).
+                        self.series.push(Series {
+                            url,
+                            name: name.clone(),
+                            revision: None,
+                            evicted: counter.unwrap_or(0),
+                        });
                         self.series.len() - 1
                     }
                 };
+                let series = &mut self.series[id];
+                if let Some(r) = scrape.revisions.get(name) {
+                    series.revision = Some(r.clone());
+                }
+                if let Some(now) = counter {
+                    // A counter that went back: the evacuator restarted.
+                    self.evicted += now.checked_sub(series.evicted).unwrap_or(now);
+                    series.evicted = now;
+                }
                 instances.push((id, *value));
             }
         }
-        self.samples.push((t, connected, instances));
+        self.samples.push(RawSample {
+            t,
+            connected,
+            reconnects,
+            evicted: self.evicted,
+            instances,
+        });
     }
 
     /// The samples with instance names (see [`scrape::instance_names`]).
-    pub(crate) fn finish(self, urls: &[MetricsUrl]) -> Vec<TimelineSample> {
-        let names = scrape::instance_names(urls, &self.series);
-        self.samples
+    pub(crate) fn finish(self, urls: &[MetricsUrl]) -> Timeline {
+        let seen: Vec<(usize, String)> = self
+            .series
+            .iter()
+            .map(|s| (s.url, s.name.clone()))
+            .collect();
+        let names = scrape::instance_names(urls, &seen);
+        let evictions_seen = self.evictions_seen;
+        let samples = self
+            .samples
             .into_iter()
-            .map(|(t, connected, instances)| TimelineSample {
-                t,
-                connected,
-                per_instance: instances
+            .map(|x| TimelineSample {
+                t: x.t,
+                connected: x.connected,
+                reconnects: Some(x.reconnects),
+                evicted: evictions_seen.then_some(x.evicted),
+                per_instance: x
+                    .instances
                     .into_iter()
                     .map(|(id, v)| (names[id].clone(), v))
                     .collect(),
             })
-            .collect()
+            .collect();
+        let revisions = self
+            .series
+            .iter()
+            .zip(&names)
+            .filter_map(|(s, name)| Some((name.clone(), s.revision.clone()?)))
+            .collect();
+        Timeline { samples, revisions }
     }
 }
 
 /// Samples every [`SAMPLE_EVERY`] from `start` until `stop`: the sum of the
-/// processes' connected clients and the latest scrapes.
+/// processes' connected clients and reconnections, and the latest scrapes.
 pub(crate) async fn record(
     start: Instant,
     counters: Vec<Arc<Counters>>,
@@ -115,16 +215,32 @@ pub(crate) async fn record(
             _ = crate::stopped(&mut stop) => return recording,
             _ = tick.tick() => {}
         }
-        let connected = counters.iter().map(|c| c.snapshot().connected).sum();
+        let now = counters
+            .iter()
+            .map(|c| c.snapshot())
+            .fold(Snapshot::default(), |a, b| a + b);
         let scrapes = latest.lock().map(|s| s.clone()).unwrap_or_default();
         let t = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-        recording.push(t, connected, &scrapes);
+        let reconnects = now.connects.saturating_sub(now.ever_connected);
+        recording.push(t, now.connected, reconnects, &scrapes);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scraped(pairs: &[(&str, u64)], evictions: Option<&[(&str, u64)]>) -> Option<Scraped> {
+        let map = |p: &[(&str, u64)]| p.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        Some(Scraped {
+            connections: map(pairs),
+            evictions: evictions.map(map),
+            revisions: pairs
+                .iter()
+                .map(|(k, _)| (k.to_string(), format!("rev-{k}")))
+                .collect(),
+        })
+    }
 
     #[test]
     fn series_keep_their_names_across_samples() {
@@ -133,16 +249,63 @@ mod tests {
             .map(|u| u.parse().unwrap())
             .collect();
         let mut r = Recording::default();
-        let one =
-            |pairs: &[(&str, u64)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect());
-        r.push(0.0, 10, &[one(&[("blue", 10)]), None]);
-        r.push(0.1, 10, &[one(&[("blue", 4)]), one(&[("green", 6)])]);
-        r.push(0.2, 10, &[None, one(&[("green", 10)])]);
-        let samples = r.finish(&urls);
+        r.push(0.0, 10, 0, &[scraped(&[("blue", 10)], None), None]);
+        r.push(
+            0.1,
+            10,
+            1,
+            &[
+                scraped(&[("blue", 4)], None),
+                scraped(&[("green", 6)], None),
+            ],
+        );
+        r.push(0.2, 10, 2, &[None, scraped(&[("green", 10)], None)]);
+        let t = r.finish(&urls);
+        let samples = t.samples;
         assert_eq!(samples.len(), 3);
         assert_eq!(samples[0].per_instance.get("blue"), Some(&10));
         assert_eq!(samples[1].per_instance.len(), 2);
         assert_eq!(samples[2].per_instance.get("green"), Some(&10));
         assert!(!samples[2].per_instance.contains_key("blue"));
+        assert_eq!(samples[2].reconnects, Some(2));
+        assert_eq!(samples[2].evicted, None, "no eviction counter: unknown");
+        assert_eq!(t.revisions["green"], "rev-green");
+    }
+
+    #[test]
+    fn evictions_count_from_each_counter_s_first_sight() {
+        let urls: Vec<MetricsUrl> = vec!["http://a:1/metrics".parse().unwrap()];
+        let mut r = Recording::default();
+        // blue's counter holds 7 from before the run; green's appears late.
+        r.push(
+            0.0,
+            0,
+            0,
+            &[scraped(&[("blue", 9), ("green", 0)], Some(&[("blue", 7)]))],
+        );
+        r.push(
+            0.1,
+            0,
+            0,
+            &[scraped(&[("blue", 5), ("green", 4)], Some(&[("blue", 11)]))],
+        );
+        r.push(
+            0.2,
+            0,
+            0,
+            &[scraped(
+                &[("blue", 2), ("green", 7)],
+                Some(&[("blue", 14), ("green", 2)]),
+            )],
+        );
+        // green restarted: its counter went back to 1.
+        r.push(
+            0.3,
+            0,
+            0,
+            &[scraped(&[("green", 9)], Some(&[("green", 1)]))],
+        );
+        let evicted: Vec<_> = r.finish(&urls).samples.iter().map(|s| s.evicted).collect();
+        assert_eq!(evicted, [Some(0), Some(4), Some(9), Some(10)]);
     }
 }

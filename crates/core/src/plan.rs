@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::engine::EvacuationState;
 use crate::spec::{EvacuationStrategy, InvalidField, check_range};
 
 /// One phase of one old instance's evacuation.
@@ -70,19 +71,19 @@ pub fn blue_green(
             let (c, s) = (share(connections, i), share(sessions, i));
             let phases = vec![
                 Phase {
-                    state: "waiting_health_check",
+                    state: EvacuationState::WaitingHealthCheck.as_str(),
                     seconds: f64::from(evacuation.wait_health_check),
                 },
                 Phase {
-                    state: "evicting_conns",
+                    state: EvacuationState::EvictingConns.as_str(),
                     seconds: c as f64 / f64::from(evacuation.conn_evict_rate),
                 },
                 Phase {
-                    state: "waiting_takeover",
+                    state: EvacuationState::WaitingTakeover.as_str(),
                     seconds: f64::from(evacuation.wait_takeover),
                 },
                 Phase {
-                    state: "evicting_sessions",
+                    state: EvacuationState::EvictingSessions.as_str(),
                     seconds: s as f64 / f64::from(evacuation.sess_evict_rate),
                 },
             ];

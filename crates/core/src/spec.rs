@@ -40,7 +40,8 @@ pub const MAX_SECONDS: i32 = 86_400;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateStrategy {
     /// `BlueGreen` (a full new set, then evacuate the old one) or `Rolling`
-    /// (`Naive` exists only for comparison, see [`StrategyType::Naive`]).
+    /// (`Naive` exists only for the demo's comparison and cannot be written, see
+    /// [`StrategyType::Naive`]).
     #[serde(rename = "type", default)]
     pub kind: StrategyType,
     /// Seconds between "new set ready and serving" and the first evacuation.
@@ -73,6 +74,12 @@ pub enum StrategyType {
     /// wait until it is ready, then the next one. Capacity dips to `replicas − 1`
     /// at every step. It exists so that `sluice demo` can show what sluice
     /// prevents; see `docs/demo.md`.
+    ///
+    /// Users cannot select it: it does not deserialize (a fleet file or a CRD
+    /// saying `Naive` is refused) and is absent from the JSON schema. Only the
+    /// demo asks for it, explicitly (`sluice up`'s hidden `--naive-for-comparison`).
+    #[serde(skip_deserializing)]
+    #[schemars(skip)]
     Naive,
 }
 

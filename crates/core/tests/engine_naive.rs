@@ -81,7 +81,7 @@ fn naive_goes_one_instance_at_a_time_in_statefulset_order() {
     let names: Vec<&str> = deletes.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["blue-2", "blue-1", "blue-0"],
+        ["w-blue-2", "w-blue-1", "w-blue-0"],
         "highest ordinal first"
     );
     for pair in deletes.windows(2) {
@@ -99,7 +99,7 @@ fn naive_goes_one_instance_at_a_time_in_statefulset_order() {
     );
     assert_eq!(
         creates.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
-        ["green-0", "green-1", "green-2"]
+        ["w-green-0", "w-green-1", "w-green-2"]
     );
 }
 
@@ -138,6 +138,6 @@ fn naive_green_that_never_gets_ready_is_aborted_back_to_blue() {
             .filter(|i| i.revision == "blue")
             .map(|i| i.name.as_str())
             .collect::<Vec<_>>(),
-        ["blue-2"]
+        ["w-blue-2"]
     );
 }

@@ -30,6 +30,9 @@ struct Case {
     abort_at_ms: Option<u64>,
     /// The spec moves on to "cyan" at this time.
     change_at_ms: Option<u64>,
+    /// (ms after the update started, which instance, for how many ms): its
+    /// evacuator cannot be read (its load is unknown).
+    blinds: Vec<(u64, usize, u64)>,
 }
 
 fn cases() -> impl Strategy<Value = Case> {
@@ -48,6 +51,7 @@ fn cases() -> impl Strategy<Value = Case> {
         vec((0u64..60_000, any::<usize>(), any::<bool>()), 0..4),
         option::weighted(0.2, 0u64..60_000),
         option::weighted(0.2, 0u64..60_000),
+        vec((0u64..60_000, any::<usize>(), 0u64..20_000), 0..3),
     )
         .prop_map(
             |(
@@ -60,6 +64,7 @@ fn cases() -> impl Strategy<Value = Case> {
                 failures,
                 abort_at_ms,
                 change_at_ms,
+                blinds,
             )| Case {
                 rolling,
                 replicas,
@@ -70,12 +75,15 @@ fn cases() -> impl Strategy<Value = Case> {
                 failures,
                 abort_at_ms,
                 change_at_ms,
+                blinds,
             },
         )
 }
 
 enum Event {
     Fail(usize, bool),
+    /// Which instance, for how long.
+    Blind(usize, Duration),
     Abort,
     Change,
 }
@@ -117,13 +125,26 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         .iter()
         .map(|(t, which, newest)| (at(*t), Event::Fail(*which, *newest)))
         .collect();
+    events.extend(
+        case.blinds
+            .iter()
+            .map(|(t, which, ms)| (at(*t), Event::Blind(*which, Duration::from_millis(*ms)))),
+    );
     events.extend(case.abort_at_ms.map(|t| (at(t), Event::Abort)));
     events.extend(case.change_at_ms.map(|t| (at(t), Event::Change)));
     events.sort_by_key(|(t, _)| *t);
     let mut events = events.into_iter().peekable();
 
     let mut rested = false;
+    let mut blind: Vec<(Duration, String)> = Vec::new();
     while w.now < start + BOUND {
+        blind.retain(|(until, name)| {
+            let over = *until <= w.now;
+            if over {
+                w.blind(name, false);
+            }
+            !over
+        });
         while let Some((_, event)) = events.next_if(|(t, _)| *t <= w.now) {
             match event {
                 Event::Fail(which, newest) => {
@@ -137,12 +158,18 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                         w.fail(&names[which % names.len()]);
                     }
                 }
+                Event::Blind(which, d) => {
+                    let names: Vec<String> = w.instances.keys().cloned().collect();
+                    let name = names[which % names.len()].clone();
+                    w.blind(&name, true);
+                    blind.push((w.now + d, name));
+                }
                 Event::Abort => w.abort = true,
                 Event::Change => w.spec.revision = "cyan".into(),
             }
         }
         w.step();
-        if events.peek().is_none() && w.converged() {
+        if events.peek().is_none() && blind.is_empty() && w.converged() {
             rested = true;
             break;
         }

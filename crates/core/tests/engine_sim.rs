@@ -6,7 +6,7 @@ mod engine_world;
 use std::time::Duration;
 
 use engine_world::{World, ready_after, strategy};
-use sluice_core::engine::{Action, ConditionStatus, Phase, reason};
+use sluice_core::engine::{Action, ConditionStatus, INSTANCES_KNOWN, Phase, reason};
 use sluice_core::spec::{IntOrPercent, RollingUpdate, StrategyType};
 
 fn secs(s: u64) -> Duration {
@@ -49,7 +49,7 @@ fn blue_green_happy_path() {
         3000,
         40,
     );
-    w.connect_to("blue-1", 300); // the most connected goes first
+    w.connect_to("w-blue-1", 300); // the most connected goes first
     w.mark();
     w.spec.revision = "green".into();
     // While waiting for the initial delay, the engine asks to be called back exactly
@@ -79,9 +79,9 @@ fn blue_green_happy_path() {
         progressing(&w),
         (ConditionStatus::True, reason::UPDATE_COMPLETE.into())
     );
-    assert_eq!(w.evacuation_order(), ["blue-1", "blue-0", "blue-2"]);
+    assert_eq!(w.evacuation_order(), ["w-blue-1", "w-blue-0", "w-blue-2"]);
     // The first evacuation starts initialDelaySeconds (5 s) after the switch.
-    let switched = w.actions.iter().find(|(_, a)| matches!(a, Action::SetServing { serving: true, name } if name.starts_with("green"))).unwrap().0;
+    let switched = w.actions.iter().find(|(_, a)| matches!(a, Action::SetServing { serving: true, name } if name.starts_with("w-green"))).unwrap().0;
     let first = w
         .actions
         .iter()
@@ -270,11 +270,44 @@ fn blue_green_mid_evacuation(sessions: u64, keep_observed: bool) -> World {
 }
 
 #[test]
+fn an_evacuator_that_cannot_be_read_is_kept_and_the_update_waits_for_it() {
+    let mut w = blue_green_mid_evacuation(0, false);
+    let evacuating = w.evicting().unwrap();
+    let order = w.evacuation_order();
+    w.blind(&evacuating, true);
+    // Long enough for its evacuator to empty it: a known instance would be
+    // deleted by now and the next one started.
+    w.run_for(secs(30));
+    assert!(
+        w.instances.contains_key(&evacuating),
+        "deleted while unknown"
+    );
+    assert_eq!(w.evacuation_order(), order, "nothing started beside it");
+    let s = w.status();
+    let known = s.condition(INSTANCES_KNOWN).unwrap();
+    assert_eq!(
+        (known.status, known.reason.as_str()),
+        (ConditionStatus::False, reason::EVACUATOR_UNKNOWN)
+    );
+    assert!(known.message.contains(&evacuating), "{}", known.message);
+    assert!(known.message.contains("answered 500"), "{}", known.message);
+    assert_eq!(s.phase, Phase::Evacuating, "waiting, not aborted");
+
+    // Readable again: it is deleted (evacuated) and the update completes.
+    w.blind(&evacuating, false);
+    assert!(w.run_until(secs(120), World::converged));
+    assert_done_on(&w, "green");
+    assert!(w.clients.iter().all(|c| c.evictions <= 1), "once");
+    let known = w.status().condition(INSTANCES_KNOWN).unwrap().clone();
+    assert_eq!(known.status, ConditionStatus::True);
+}
+
+#[test]
 fn green_failing_mid_evacuation_pauses_then_completes() {
     let mut w = blue_green_mid_evacuation(0, false);
     let paused = w.evicting().unwrap();
     w.run_for(secs(1));
-    w.fail("green-1");
+    w.fail("w-green-1");
     w.mark();
     w.step();
 
@@ -295,7 +328,7 @@ fn green_failing_mid_evacuation_pauses_then_completes() {
     );
     assert!(
         acts.contains(&&Action::Delete {
-            name: "green-1".into()
+            name: "w-green-1".into()
         }),
         "{acts:?}"
     );
@@ -442,7 +475,7 @@ fn a_restarted_runner_resumes_from_the_published_status() {
         last_status: Some(serde_json::from_str(&published).unwrap()),
         abort_requested: false,
     };
-    let again = sluice_core::engine::decide(&w.spec, &fresh, w.now);
+    let again = sluice_core::engine::decide(&w.spec, &fresh, w.clock());
     assert_eq!(&again, w.last.as_ref().unwrap());
     // And a decision from one tick later is the same whether or not the runner
     // restarted in between: the world always feeds decide the status through JSON.
@@ -460,12 +493,12 @@ fn a_failed_instance_is_replaced_while_stable() {
         300,
         0,
     );
-    w.fail("blue-0");
+    w.fail("w-blue-0");
     w.step();
     assert!(w.actions.iter().any(|(t, a)| *t == w.now
         && *a
             == Action::Delete {
-                name: "blue-0".into()
+                name: "w-blue-0".into()
             }));
     assert!(w.run_until(secs(10), World::converged));
     assert_done_on(&w, "blue");
@@ -483,7 +516,7 @@ fn an_old_instance_failing_mid_update_is_deleted_not_replaced() {
     );
     w.spec.revision = "green".into();
     assert!(w.run_until(secs(60), |w| w.status().phase == Phase::WaitingInitialDelay));
-    w.fail("blue-2");
+    w.fail("w-blue-2");
     assert!(w.run_until(secs(120), World::converged));
     assert_done_on(&w, "green");
     assert_eq!(

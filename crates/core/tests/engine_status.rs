@@ -1,17 +1,16 @@
-//! The engine's published shapes: EMQX's evacuation status, the camelCase status a
-//! CRD publishes, its JSON schema, and instance naming.
-
-use std::time::Duration;
+//! The engine's published shapes: the camelCase status a CRD publishes, its JSON
+//! schema, and instance naming. (EMQX's evacuation status shape is tested with the
+//! other contracts, in `sluice-api`.)
 
 use serde_json::json;
-use sluice_core::engine::{
-    Action, EvacuationState, Instance, NodeEvacuationStatus, Observed, Phase, Spec, Status, decide,
-    instance_name,
-};
+use sluice_core::engine::{Action, Instance, Observed, Phase, Spec, Status, decide, instance_name};
 use sluice_core::spec::UpdateStrategy;
+use sluice_core::time::Timestamp;
 
 fn spec(replicas: i32, revision: &str) -> Spec {
     Spec {
+        name: "s".into(),
+        generation: 7,
         replicas,
         revision: revision.into(),
         strategy: UpdateStrategy::default(),
@@ -19,42 +18,14 @@ fn spec(replicas: i32, revision: &str) -> Spec {
 }
 
 #[test]
-fn parses_the_emqx_operators_node_evacuation_status() {
-    // From the EMQX Operator documentation (`.status.nodeEvacuationsStatus[0]`).
-    let emqx = json!({
-        "connection_eviction_rate": 200,
-        "node": "emqx-ee@emqx-ee-54fc496fb4-2.emqx-ee-headless.default.svc.cluster.local",
-        "session_eviction_rate": 200,
-        "session_goal": 0,
-        "connection_goal": 22,
-        "session_recipients": ["emqx-ee@emqx-ee-5d87d4c6bd-2.emqx-ee-headless.default.svc.cluster.local"],
-        "state": "waiting_takeover",
-        "stats": { "current_connected": 0, "current_sessions": 0, "initial_connected": 33, "initial_sessions": 0 }
-    });
-    let s: NodeEvacuationStatus = serde_json::from_value(emqx.clone()).unwrap();
-    assert_eq!(s.state, EvacuationState::WaitingTakeover);
-    assert_eq!(s.stats.initial_connected, 33);
-    assert_eq!(s.connection_goal, Some(22));
-    assert_eq!(serde_json::to_value(&s).unwrap(), emqx);
-    for (state, name) in [
-        (EvacuationState::WaitingHealthCheck, "waiting_health_check"),
-        (EvacuationState::EvictingConns, "evicting_conns"),
-        (EvacuationState::EvictingSessions, "evicting_sessions"),
-        (EvacuationState::Prohibiting, "prohibiting"),
-        (EvacuationState::Disabled, "disabled"),
-    ] {
-        assert_eq!(serde_json::to_value(state).unwrap(), name);
-    }
-}
-
-#[test]
-fn status_is_camel_case_with_times_in_seconds() {
+fn status_is_camel_case_with_rfc3339_times() {
     let d = decide(
         &spec(2, "abc"),
         &Observed::default(),
-        Duration::from_millis(12_345),
+        Timestamp::from_millis(1_796_200_336_123),
     );
     let v = serde_json::to_value(&d.status).unwrap();
+    assert_eq!(v["observedGeneration"], 7);
     assert_eq!(v["phase"], "Stable");
     assert_eq!(v["currentRevision"], "abc");
     assert_eq!(v["updateRevision"], "abc");
@@ -64,7 +35,12 @@ fn status_is_camel_case_with_times_in_seconds() {
     assert_eq!(v["conditions"][0]["type"], "Available");
     assert_eq!(v["conditions"][0]["status"], "False");
     assert_eq!(v["conditions"][1]["type"], "Progressing");
-    assert_eq!(v["conditions"][1]["lastTransitionTime"], 12.345);
+    assert_eq!(
+        v["conditions"][1]["lastTransitionTime"], "2026-12-02T08:32:16.123Z",
+        "RFC 3339, as Kubernetes conditions"
+    );
+    assert_eq!(v["conditions"][2]["type"], "InstancesKnown");
+    assert_eq!(v["conditions"][2]["status"], "True");
     let back: Status = serde_json::from_value(v).unwrap();
     assert_eq!(back, d.status);
     // Older or hand-written statuses with missing fields still load.
@@ -74,10 +50,10 @@ fn status_is_camel_case_with_times_in_seconds() {
 
 #[test]
 fn a_bad_time_is_an_error_not_a_panic() {
-    let err = serde_json::from_value::<Status>(json!({ "updateStartedAt": -1 }))
+    let err = serde_json::from_value::<Status>(json!({ "updateStartedAt": "yesterday" }))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("time in seconds"), "{err}");
+    assert!(err.contains("RFC 3339"), "{err}");
 }
 
 #[test]
@@ -88,8 +64,6 @@ fn schema_names_every_published_field() {
         "updateRevision",
         "servingReplicas",
         "nodeEvacuationsStatus",
-        "connection_eviction_rate",
-        "initial_connected",
         "evicting_conns",
         "lastTransitionTime",
         "trafficSwitch",
@@ -115,13 +89,13 @@ fn actions_serialize_tagged() {
 fn a_fresh_fleet_is_created_under_the_lowest_free_names() {
     let observed = Observed {
         instances: vec![Instance::new(
-            "5f3a9c01de-1",
+            "s-5f3a9c01de-1",
             "5F3A9C01DE77",
-            Duration::ZERO,
+            Timestamp::EPOCH,
         )],
         ..Observed::default()
     };
-    let d = decide(&spec(3, "5F3A9C01DE77"), &observed, Duration::ZERO);
+    let d = decide(&spec(3, "5F3A9C01DE77"), &observed, Timestamp::EPOCH);
     let created: Vec<&str> = d
         .actions
         .iter()
@@ -130,11 +104,72 @@ fn a_fresh_fleet_is_created_under_the_lowest_free_names() {
             _ => None,
         })
         .collect();
-    assert_eq!(created, ["5f3a9c01de-0", "5f3a9c01de-2"]);
+    assert_eq!(created, ["s-5f3a9c01de-0", "s-5f3a9c01de-2"]);
     assert_eq!(d.status.phase, Phase::Stable);
-    assert_eq!(d.requeue_after, Duration::from_secs(1));
-    assert_eq!(instance_name("v1.2/beta", 3), "v1-2-beta-3");
-    assert_eq!(instance_name("--", 0), "rev-0");
+    assert_eq!(d.requeue_after, std::time::Duration::from_secs(1));
+    assert_eq!(instance_name("api", "v1.2/beta", 3), "api-v1-2-beta-3");
+    assert_eq!(instance_name("api", "--", 0), "api-rev-0");
+    let long = "a".repeat(63);
+    let name = instance_name(&long, "5f3a9c01de", 12);
+    assert_eq!(name.len(), 63, "a DNS label: {name}");
+    assert!(name.ends_with("-5f3a9c01de-12"), "{name}");
+}
+
+#[test]
+fn two_sets_with_the_same_template_do_not_collide() {
+    let (a, b) = (
+        Spec {
+            name: "mqtt-a".into(),
+            ..spec(2, "abc")
+        },
+        Spec {
+            name: "mqtt-b".into(),
+            ..spec(2, "abc")
+        },
+    );
+    let names = |s: &Spec| -> Vec<String> {
+        decide(s, &Observed::default(), Timestamp::EPOCH)
+            .actions
+            .iter()
+            .map(|a| a.name().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&a), ["mqtt-a-abc-0", "mqtt-a-abc-1"]);
+    assert!(names(&a).iter().all(|n| !names(&b).contains(n)));
+}
+
+#[test]
+fn the_engine_says_when_to_clear_an_abort_request() {
+    let s = spec(1, "abc");
+    let ready = |name: &str, revision: &str| Instance {
+        ready: true,
+        serving: true,
+        ..Instance::new(name, revision, Timestamp::EPOCH)
+    };
+    let at_rest = Observed {
+        instances: vec![ready("s-abc-0", "abc")],
+        abort_requested: true,
+        ..Observed::default()
+    };
+    let d = decide(&s, &at_rest, Timestamp::EPOCH);
+    assert!(d.status.phase.at_rest());
+    assert!(d.clear_abort_request, "nothing to abort: cleared");
+    let mid_update = Observed {
+        instances: vec![
+            ready("s-old-0", "old"),
+            Instance::new("s-abc-0", "abc", Timestamp::EPOCH),
+        ],
+        abort_requested: true,
+        last_status: Some(Status {
+            current_revision: "old".into(),
+            update_revision: "abc".into(),
+            phase: Phase::Provisioning,
+            ..Status::default()
+        }),
+    };
+    let d = decide(&s, &mid_update, Timestamp::EPOCH);
+    assert_eq!(d.status.phase, Phase::Aborting);
+    assert!(!d.clear_abort_request, "kept until the abort is done");
 }
 
 #[test]
@@ -143,10 +178,10 @@ fn negative_numbers_in_the_spec_do_not_panic() {
     s.strategy.initial_delay_seconds = -1;
     s.strategy.progress_deadline_seconds = -1;
     let observed = Observed {
-        instances: vec![Instance::new("old-0", "old", Duration::ZERO)],
+        instances: vec![Instance::new("old-0", "old", Timestamp::EPOCH)],
         ..Observed::default()
     };
-    let d = decide(&s, &observed, Duration::from_secs(1));
+    let d = decide(&s, &observed, Timestamp::from_millis(1000));
     assert!(
         d.actions
             .iter()

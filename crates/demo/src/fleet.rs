@@ -27,12 +27,21 @@ impl Strategy {
         }
     }
 
-    /// The fleet file's `updateStrategy.type`.
+    /// The fleet file's `updateStrategy.type`. A file cannot say `Naive` (users
+    /// cannot pick it): the naive run writes `Rolling` and asks `sluice up` for
+    /// Naive with [`Strategy::up_flags`].
     pub fn kind(self) -> &'static str {
         match self {
             Strategy::BlueGreen => "BlueGreen",
-            Strategy::Rolling => "Rolling",
-            Strategy::Naive => "Naive",
+            Strategy::Rolling | Strategy::Naive => "Rolling",
+        }
+    }
+
+    /// Extra flags of `sluice up` for this strategy.
+    pub fn up_flags(self) -> &'static [&'static str] {
+        match self {
+            Strategy::Naive => &["--naive-for-comparison"],
+            Strategy::BlueGreen | Strategy::Rolling => &[],
         }
     }
 
@@ -230,10 +239,11 @@ mod tests {
             assert_eq!(u.evacuation_strategy.wait_health_check, 0);
             let kind = match s {
                 Strategy::BlueGreen => StrategyType::BlueGreen,
-                Strategy::Rolling => StrategyType::Rolling,
-                Strategy::Naive => StrategyType::Naive,
+                // Naive cannot be written; `sluice up` is asked for it by flag.
+                Strategy::Rolling | Strategy::Naive => StrategyType::Rolling,
             };
             assert_eq!(u.kind, kind);
+            assert_eq!(s.up_flags().is_empty(), s != Strategy::Naive);
             if s == Strategy::Rolling {
                 assert_eq!(u.rolling_update.max_surge, IntOrPercent::Count(1));
                 assert_eq!(u.rolling_update.max_unavailable, IntOrPercent::Count(0));

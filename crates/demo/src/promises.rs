@@ -284,6 +284,7 @@ mod tests {
                         .into_iter()
                         .filter_map(|(name, c)| Some((name.to_owned(), c?)))
                         .collect(),
+                    ..Default::default()
                 }
             })
             .collect()

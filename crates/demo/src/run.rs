@@ -13,8 +13,10 @@ use tokio::time::Instant;
 
 use crate::fleet::{AppKind, FleetSpec, Strategy};
 use crate::promises::{self, Promises};
-use crate::up::{StatusView, Up, sigkill};
+use crate::up::{Up, sigkill};
 use crate::{DemoError, Faults, progress};
+use sluice_api::control::UpStatus;
+use sluice_core::engine::{PROGRESSING, Phase};
 
 /// How often the status is polled during the upgrade.
 const POLL: Duration = Duration::from_millis(100);
@@ -161,7 +163,13 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     write(&v1_path, &v1)?;
     write(&plan.dir.join("fleet-v2.yaml"), &v2)?;
 
-    let mut up = Up::start(&plan.sluice, &v1_path, admin, &plan.dir.join("up.log"))?;
+    let mut up = Up::start(
+        &plan.sluice,
+        &v1_path,
+        admin,
+        spec.strategy.up_flags(),
+        &plan.dir.join("up.log"),
+    )?;
     up.wait_healthy(Duration::from_secs(20)).await?;
     let before = wait_stable(&mut up, plan.replicas, Duration::from_secs(60)).await?;
     let old: BTreeSet<String> = before.instances.iter().map(|i| i.name.clone()).collect();
@@ -169,7 +177,7 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
         "fleet {} up: {} instances of {} behind {listen}",
         spec.name(),
         old.len(),
-        before.current_revision
+        before.status.current_revision
     ));
 
     // The clients, in this process.
@@ -178,6 +186,7 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     cfg.max_connecting = 32;
     cfg.client_id = format!("sluice_demo_{label}_%i");
     cfg.metrics = vec![up.metrics_url()];
+    cfg.evict_rate = Some(f64::from(plan.rate));
     cfg.source_ips = plan.source_ips;
     let title = format!(
         "{label}: {} clients, {} replicas, connEvictRate {}/s",
@@ -210,7 +219,7 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     let revision = up.put_spec(&v2).await?;
     say(format!(
         "upgrading v1 → v2 (revision {} → {revision})",
-        before.current_revision
+        before.status.current_revision
     ));
     let watch = watch_upgrade(&mut up, plan, &revision, applied, &say).await?;
     let duration = applied.elapsed().as_secs_f64();
@@ -226,7 +235,7 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
             "clients did not all reconnect within {SETTLE_AFTER:?}"
         ));
     }
-    let end = up.status().await.unwrap_or_default();
+    let end = up.status().await.ok();
     let end_connections = up.connections().await.unwrap_or_default();
     let _ = stop_tx.send(());
     let summary = match bench.await {
@@ -234,6 +243,8 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
         Ok(Err(e)) => return Err(e.into()),
         Err(e) => return Err(DemoError::Fleet(format!("the bench task failed: {e}"))),
     };
+    // The clients' record with its timeline: `sluice bench report` redraws it.
+    sluice_bench::report::json::write(&plan.dir.join("bench.json"), &summary)?;
     up.stop(Duration::from_secs(60)).await?;
     say(format!(
         "fleet stopped; {:.1} s in all",
@@ -242,20 +253,18 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
 
     // The promises.
     let target = if watch.aborted.is_some() {
-        before.current_revision.clone()
+        before.status.current_revision.clone()
     } else {
         revision.clone()
     };
     let new_instances: BTreeMap<String, u64> = end
-        .instances
         .iter()
+        .flat_map(|e| e.instances.iter())
         .filter(|i| i.revision == target && !i.failed && !old.contains(&i.name))
-        .map(|i| {
-            let n = end_connections
-                .get(&i.name)
-                .copied()
-                .unwrap_or(i.connections);
-            (i.name.clone(), n)
+        // An instance whose count is unknown at the end is left out, not zero.
+        .filter_map(|i| {
+            let n = end_connections.get(&i.name).copied().or(i.connections)?;
+            Some((i.name.clone(), n))
         })
         .collect();
     let mut promises = Promises {
@@ -280,7 +289,7 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
         replicas: plan.replicas,
         duration_seconds: (duration * 10.0).round() / 10.0,
         run_seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-        from_revision: before.current_revision,
+        from_revision: before.status.current_revision,
         to_revision: revision,
         phases: watch.phases,
         aborted: watch.aborted,
@@ -304,13 +313,13 @@ async fn bench_failed(
 }
 
 /// Waits until the fleet is `Stable` with `replicas` instances ready and serving.
-async fn wait_stable(up: &mut Up, replicas: u32, limit: Duration) -> Result<StatusView, DemoError> {
+async fn wait_stable(up: &mut Up, replicas: u32, limit: Duration) -> Result<UpStatus, DemoError> {
     let end = Instant::now() + limit;
     loop {
         up.check_alive()?;
         if let Ok(s) = up.status().await
-            && s.phase == "Stable"
-            && s.serving_replicas == i64::from(replicas)
+            && s.status.phase == Phase::Stable
+            && i64::from(s.status.serving_replicas) == i64::from(replicas)
             && s.instances.iter().filter(|i| !i.failed).count() == replicas as usize
         {
             return Ok(s);
@@ -337,15 +346,12 @@ async fn settle(
     let mut last_print = start;
     loop {
         up.check_alive()?;
-        let connected: u64 = up
-            .connections()
-            .await
-            .map(|m| m.values().sum())
-            .unwrap_or(0);
-        if connected >= clients {
+        // A failed scrape is not "0 connected": it just does not count as settled.
+        let connected: Option<u64> = up.connections().await.ok().map(|m| m.values().sum());
+        if let Some(c) = connected.filter(|c| *c >= clients) {
             let s = *since.get_or_insert_with(Instant::now);
             if s.elapsed() >= SETTLED_FOR {
-                say(format!("{connected}/{clients} clients connected, settled"));
+                say(format!("{c}/{clients} clients connected, settled"));
                 return Ok(true);
             }
         } else {
@@ -353,7 +359,8 @@ async fn settle(
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            say(format!("{connected}/{clients} clients connected"));
+            let n = connected.map_or_else(|| "?".to_owned(), |c| c.to_string());
+            say(format!("{n}/{clients} clients connected"));
         }
         if start.elapsed() > limit {
             return Ok(false);
@@ -411,29 +418,28 @@ async fn watch_upgrade(
                 continue;
             }
         };
-        let applied_yet = s.update_revision == revision;
+        let applied_yet = s.status.update_revision == revision;
+        let phase = s.status.phase;
+        let progressing = s.status.condition(PROGRESSING);
         if applied_yet {
-            w.min_serving = w.min_serving.min(s.serving_replicas);
-            if w.phases.last() != Some(&s.phase) {
-                let why = s
-                    .progressing()
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
-                say(format!("phase {}: {why}", s.phase));
-                w.phases.push(s.phase.clone());
+            w.min_serving = w.min_serving.min(i64::from(s.status.serving_replicas));
+            let name = format!("{phase:?}");
+            if w.phases.last() != Some(&name) {
+                let why = progressing.map(|c| c.message.clone()).unwrap_or_default();
+                say(format!("phase {name}: {why}"));
+                w.phases.push(name);
             }
         }
-        if plan.faults.kill_green && w.fault.is_none() && s.phase == "Evacuating" {
+        if plan.faults.kill_green && w.fault.is_none() && phase == Phase::Evacuating {
             w.fault = kill_green(&s, revision, plan, applied, say);
         }
-        if applied_yet && s.phase == "Stable" && s.current_revision == revision {
+        if applied_yet && phase == Phase::Stable && s.status.current_revision == revision {
             break;
         }
-        if applied_yet && s.phase == "Aborted" {
-            let c = s.progressing().cloned().unwrap_or_default();
+        if applied_yet && phase == Phase::Aborted {
             w.aborted = Some(Aborted {
-                reason: c.reason,
-                message: c.message,
+                reason: progressing.map(|c| c.reason.clone()).unwrap_or_default(),
+                message: progressing.map(|c| c.message.clone()).unwrap_or_default(),
             });
             break;
         }
@@ -452,14 +458,17 @@ async fn watch_upgrade(
                 .filter(|i| !i.failed)
                 .map(|i| {
                     let tag = if i.revision == revision { "v2" } else { "v1" };
-                    format!("{}({tag}) {}", i.name, i.connections)
+                    let n = i
+                        .connections
+                        .map_or_else(|| "?".to_owned(), |n| n.to_string());
+                    format!("{}({tag}) {n}", i.name)
                 })
                 .collect();
             say(format!(
-                "{:.1} s {}: {} serving; {}",
+                "{:.1} s {:?}: {} serving; {}",
                 applied.elapsed().as_secs_f64(),
-                s.phase,
-                s.serving_replicas,
+                phase,
+                s.status.serving_replicas,
                 counts.join(", ")
             ));
         }
@@ -474,7 +483,7 @@ async fn watch_upgrade(
 /// The fault of `--kill-green-during-evacuation`: once the new instances hold
 /// a good share of the clients, SIGKILL the most connected one's app.
 fn kill_green(
-    s: &StatusView,
+    s: &UpStatus,
     revision: &str,
     plan: &Plan,
     applied: Instant,
@@ -485,23 +494,26 @@ fn kill_green(
         .iter()
         .filter(|i| i.revision == revision && !i.failed && i.app_pid.is_some())
         .collect();
-    let moved: u64 = green.iter().map(|i| i.connections).sum();
+    let moved: u64 = green.iter().filter_map(|i| i.connections).sum();
     if moved < u64::from(plan.clients) / u64::from(plan.replicas.max(1)) / 2 {
         return None;
     }
-    let victim = green.iter().max_by_key(|i| i.connections)?;
+    let victim = green.iter().max_by_key(|i| i.connections.unwrap_or(0))?;
     let pid = victim.app_pid?;
     if !sigkill(pid) {
         return None;
     }
     say(format!(
         "fault: SIGKILL to {} (pid {pid}, {} connections)",
-        victim.name, victim.connections
+        victim.name,
+        victim
+            .connections
+            .map_or_else(|| "?".to_owned(), |n| n.to_string())
     ));
     Some(Fault {
         kind: "killGreenDuringEvacuation".into(),
         instance: Some(victim.name.clone()),
-        connections_at_kill: Some(victim.connections),
+        connections_at_kill: victim.connections,
         at_seconds: Some((applied.elapsed().as_secs_f64() * 10.0).round() / 10.0),
     })
 }

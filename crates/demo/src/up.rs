@@ -8,72 +8,12 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::Deserialize;
+use sluice_api::control::{Applied, UpStatus, path};
 
 use crate::DemoError;
 use crate::http::{self, Response};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `GET /status`, the fields the demo reads.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct StatusView {
-    /// Engine phase.
-    pub phase: String,
-    /// The revision the fleet was last entirely on.
-    pub current_revision: String,
-    /// The spec's revision.
-    pub update_revision: String,
-    /// Ready and serving instances.
-    pub serving_replicas: i64,
-    /// `Available`, `Progressing`.
-    pub conditions: Vec<ConditionView>,
-    /// Every instance.
-    pub instances: Vec<InstanceView>,
-}
-
-impl StatusView {
-    /// The `Progressing` condition's reason and message.
-    pub fn progressing(&self) -> Option<&ConditionView> {
-        self.conditions.iter().find(|c| c.type_ == "Progressing")
-    }
-}
-
-/// One condition.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ConditionView {
-    /// `Available` or `Progressing`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// `True` / `False`.
-    pub status: String,
-    /// Machine-readable reason.
-    pub reason: String,
-    /// For people.
-    pub message: String,
-}
-
-/// One instance in `GET /status`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct InstanceView {
-    /// Its name (the `upstream` label in the metrics).
-    pub name: String,
-    /// Its revision.
-    pub revision: String,
-    /// The app's process id.
-    pub app_pid: Option<i32>,
-    /// Passes readiness.
-    pub ready: bool,
-    /// Receives new connections.
-    pub serving: bool,
-    /// Exited.
-    pub failed: bool,
-    /// Connections it holds.
-    pub connections: u64,
-}
 
 /// A running `sluice up`.
 pub struct Up {
@@ -84,11 +24,12 @@ pub struct Up {
 }
 
 impl Up {
-    /// Starts `sluice up -f FLEET --admin ADMIN`, output to `log`.
+    /// Starts `sluice up -f FLEET --admin ADMIN FLAGS…`, output to `log`.
     pub fn start(
         sluice: &Path,
         fleet: &Path,
         admin: SocketAddr,
+        flags: &[&str],
         log: &Path,
     ) -> Result<Up, DemoError> {
         let file = std::fs::File::create(log).map_err(|source| DemoError::Io {
@@ -105,6 +46,9 @@ impl Up {
             .arg(fleet)
             .arg("--admin")
             .arg(admin.to_string())
+            // Loopback: no token, whatever the user's shell holds for others.
+            .env_remove(sluice_proxy::auth::TOKEN_ENV)
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
@@ -163,7 +107,7 @@ impl Up {
         let end = tokio::time::Instant::now() + limit;
         loop {
             self.check_alive()?;
-            if let Ok(r) = self.call("GET", "/healthz", None).await
+            if let Ok(r) = self.call("GET", path::HEALTHZ, None).await
                 && r.status == 200
             {
                 return Ok(());
@@ -180,9 +124,9 @@ impl Up {
     }
 
     /// `GET /status`.
-    pub async fn status(&self) -> Result<StatusView, String> {
+    pub async fn status(&self) -> Result<UpStatus, String> {
         let r = self
-            .call("GET", "/status", None)
+            .call("GET", path::STATUS, None)
             .await
             .map_err(|e| e.to_string())?;
         if r.status != 200 {
@@ -194,7 +138,7 @@ impl Up {
     /// `PUT /spec`: returns the new revision.
     pub async fn put_spec(&self, yaml: &str) -> Result<String, DemoError> {
         let r = self
-            .call("PUT", "/spec", Some(yaml))
+            .call("PUT", path::SPEC, Some(yaml))
             .await
             .map_err(|e| DemoError::Fleet(format!("PUT /spec: {e}")))?;
         if r.status != 200 {
@@ -202,10 +146,6 @@ impl Up {
                 "PUT /spec answered {}: {}",
                 r.status, r.body
             )));
-        }
-        #[derive(Deserialize)]
-        struct Applied {
-            revision: String,
         }
         let a: Applied = serde_json::from_str(&r.body)
             .map_err(|e| DemoError::Fleet(format!("PUT /spec answered {:?}: {e}", r.body)))?;
@@ -215,7 +155,7 @@ impl Up {
     /// `GET /metrics`: connections per instance.
     pub async fn connections(&self) -> Result<BTreeMap<String, u64>, String> {
         let r = self
-            .call("GET", "/metrics", None)
+            .call("GET", path::METRICS, None)
             .await
             .map_err(|e| e.to_string())?;
         if r.status != 200 {
@@ -249,8 +189,8 @@ impl Up {
 }
 
 /// Sends SIGKILL to `pid` (the fault injection).
-pub fn sigkill(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+pub fn sigkill(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok())
 }
 
 /// The last `n` lines of a file.

@@ -3,8 +3,13 @@
 //! control API, metrics endpoints, readiness probes): one request per
 //! connection, `Connection: close`, the response framed by
 //! [`sluice_wire::http`]. No HTTP client library is needed for that.
+//!
+//! [`evacuator::ProxyEvacuator`] drives `sluice proxy`'s admin API through it:
+//! the first implementation of [`sluice_api::evacuator::Evacuator`].
 
 #![forbid(unsafe_code)]
+
+pub mod evacuator;
 
 use std::fmt::Display;
 use std::io;

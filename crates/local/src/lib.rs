@@ -17,6 +17,7 @@
 
 pub mod broker;
 pub mod fleet;
+pub mod http_server;
 pub mod process;
 pub mod up;
 
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 
 pub use broker::{BrokerArgs, run_broker, serve_broker};
 pub use fleet::{Fleet, FleetError};
+pub use http_server::{HttpServerArgs, serve_http};
 pub use up::{
     AbortArgs, ApplyArgs, DEFAULT_ADMIN, StatusArgs, UpArgs, run_abort, run_apply, run_status,
     run_up,
@@ -42,6 +44,14 @@ pub enum LocalError {
         listen: SocketAddr,
         /// What rumqttd reported.
         message: String,
+    },
+    /// `sluice serve-http` cannot listen.
+    #[error("serve-http: cannot listen on {listen}: {source}; choose another --port")]
+    HttpServer {
+        /// The address.
+        listen: SocketAddr,
+        /// Why.
+        source: std::io::Error,
     },
     /// The fleet file is wrong.
     #[error(transparent)]
@@ -68,6 +78,9 @@ pub enum LocalError {
         /// The control API address tried.
         addr: SocketAddr,
     },
+    /// The control API's token is missing where needed, or unusable.
+    #[error(transparent)]
+    Token(#[from] sluice_proxy::auth::TokenError),
     /// The running fleet refused the request.
     #[error("{0}")]
     Control(String),

@@ -5,18 +5,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use sluice_local::broker::{BrokerArgs, DEFAULT_MAX_CONNECTIONS, run_broker};
+use sluice_testsupport::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
 
 /// Starts `sluice broker` on a thread (it runs until the test process exits) and
 /// waits until it accepts connections.

@@ -11,29 +11,9 @@ use std::time::{Duration, Instant};
 use sluice_local::process::{
     Probe, ProbeError, ProcessError, SpawnSpec, Stopped, Supervised, free_port,
 };
+use sluice_testsupport::{TempDir, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A fresh folder, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sluice-local-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn spec(dir: &TempDir, program: &str, args: &[&str]) -> SpawnSpec {
     SpawnSpec {
@@ -46,15 +26,6 @@ fn spec(dir: &TempDir, program: &str, args: &[&str]) -> SpawnSpec {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Polls (blocking) until `cond` holds; panics naming `what` after the deadline.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Polls the log until it contains `text`.
@@ -138,7 +109,7 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     // Its `sleep` children were in its process group: gone too.
     let group = child.pid();
-    wait_until("the process group to be empty", || {
+    wait_until("the process group to be empty", DEADLINE, || {
         !Command::new("pgrep")
             .args(["-g", &group.to_string()])
             .stdout(std::process::Stdio::null())
@@ -275,7 +246,7 @@ async fn wait_ready_gives_up_at_the_deadline_with_the_last_failure() {
     // Dropping the handle kills it.
     let pid = child.pid();
     drop(child);
-    wait_until("the dropped child to die", || is_dead(pid));
+    wait_until("the dropped child to die", DEADLINE, || is_dead(pid));
 }
 
 #[test]
@@ -312,7 +283,7 @@ fn children_outlive_the_thread_that_asked_for_them() {
     .join()
     .unwrap();
     // Once the thread's task entry is gone, any death signal has been sent.
-    wait_until("the spawning thread to be gone", || {
+    wait_until("the spawning thread to be gone", DEADLINE, || {
         !Path::new(&format!("/proc/self/task/{tid}")).exists()
     });
     runtime.block_on(wait_for_log(&dir.0.join("out.log"), "ready"));
@@ -372,7 +343,7 @@ fn children_die_with_a_sigkilled_supervisor() {
         .spawn()
         .unwrap();
     let pids_file = dir.0.join("pids");
-    wait_until("the helper to write its children's pids", || {
+    wait_until("the helper to write its children's pids", DEADLINE, || {
         pids_file.exists()
     });
     let pids: Vec<u32> = read(&pids_file)
@@ -388,9 +359,11 @@ fn children_die_with_a_sigkilled_supervisor() {
     supervisor.kill().unwrap(); // SIGKILL: no chance to clean up
     supervisor.wait().unwrap();
 
-    wait_until("the supervised child to die with its supervisor", || {
-        is_dead(child)
-    });
+    wait_until(
+        "the supervised child to die with its supervisor",
+        DEADLINE,
+        || is_dead(child),
+    );
     // The control, spawned without sluice, survives: the test can tell.
     assert!(!is_dead(control), "the control child died too");
 }

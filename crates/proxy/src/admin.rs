@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use sluice_api::admin::{ErrorBody, ErrorCode, Liveness, Readiness, UpstreamView, field, path};
 
 use crate::Shared;
 use crate::body::{BadRequest, Fields, MAX_BODY};
@@ -22,18 +21,18 @@ use crate::registry::Upstream;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
-    field: Option<String>,
-    message: String,
+    body: ErrorBody,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            code,
-            field: None,
-            message: message.into(),
+            body: ErrorBody {
+                code,
+                message: message.into(),
+                field: None,
+            },
         }
     }
 }
@@ -42,20 +41,18 @@ impl From<BadRequest> for ApiError {
     fn from(e: BadRequest) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
-            code: "BAD_REQUEST",
-            field: e.field,
-            message: e.message,
+            body: ErrorBody {
+                code: ErrorCode::BadRequest,
+                message: e.message,
+                field: e.field,
+            },
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            body["field"] = Value::String(field);
-        }
-        (self.status, Json(body)).into_response()
+        (self.status, Json(self.body)).into_response()
     }
 }
 
@@ -64,26 +61,32 @@ type ApiResult = Result<Response, ApiError>;
 /// The routes, with bearer-token checking on everything but the probes.
 pub fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/upstreams", get(list_upstreams))
-        .route("/upstreams/{name}", get(get_upstream).put(put_upstream))
+        .route(path::METRICS, get(metrics))
+        .route(path::UPSTREAMS, get(list_upstreams))
         .route(
-            "/evacuation",
+            &path::upstream("{name}"),
+            get(get_upstream).put(put_upstream),
+        )
+        .route(
+            path::EVACUATION,
             get(status_only).post(start_only).delete(stop_only),
         )
         .route(
-            "/upstreams/{name}/evacuation",
+            &path::upstream_evacuation("{name}"),
             get(status_named).post(start_named).delete(stop_named),
-        )
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&shared), auth));
+        );
+    let api = crate::auth::protect(api, shared.token.clone());
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"alive": true})) }))
-        .route("/readyz", get(readyz))
+        .route(
+            path::HEALTHZ,
+            get(|| async { Json(Liveness { alive: true }) }),
+        )
+        .route(path::READYZ, get(readyz))
         .merge(api)
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "NOT_FOUND",
+                ErrorCode::NotFound,
                 "no such endpoint; see docs/admin-api.md",
             )
         })
@@ -92,42 +95,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let Some(token) = shared.args.admin_token.as_deref() else {
-        return next.run(request).await;
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return next.run(request).await;
-    }
-    let mut response = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-        "send the admin token as `Authorization: Bearer TOKEN` (see --admin-token)",
-    )
-    .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    response
-}
-
-/// Compares without stopping at the first difference, so that response time does
-/// not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let r = &shared.registry;
     if r.ready() {
-        return (StatusCode::OK, Json(json!({"ready": true}))).into_response();
+        let ready = Readiness {
+            ready: true,
+            reason: None,
+        };
+        return (StatusCode::OK, Json(ready)).into_response();
     }
     let why = if r.draining() {
         "draining after SIGTERM"
@@ -136,7 +111,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"ready": false, "reason": why})),
+        Json(Readiness {
+            ready: false,
+            reason: Some(why.to_owned()),
+        }),
     )
         .into_response()
 }
@@ -152,27 +130,28 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-fn upstream_view(u: &Upstream) -> Value {
-    json!({
-        "name": u.name,
-        "address": u.addr,
-        "serving": u.serving(),
-        "healthy": u.healthy(),
-        "connections": u.live(),
-        "sessions": u.sessions(),
-        "evacuation": u.evacuation_state().as_str(),
-    })
+fn upstream_view(u: &Upstream) -> UpstreamView {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    UpstreamView {
+        name: u.name.clone(),
+        address: u.addr.clone(),
+        serving: u.serving(),
+        healthy: u.healthy(),
+        connections: count(u.live()),
+        sessions: count(u.sessions()),
+        evacuation: u.evacuation_state(),
+    }
 }
 
-async fn list_upstreams(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(Value::Array(
+async fn list_upstreams(State(shared): State<Arc<Shared>>) -> Json<Vec<UpstreamView>> {
+    Json(
         shared
             .registry
             .upstreams()
             .iter()
             .map(|u| upstream_view(u))
             .collect(),
-    ))
+    )
 }
 
 fn named<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<Upstream>, ApiError> {
@@ -185,7 +164,7 @@ fn named<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<Upstream>, ApiErr
             .collect();
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+            ErrorCode::NotFound,
             format!("no upstream named {name:?}; known: {}", known.join(", ")),
         )
     })
@@ -195,7 +174,7 @@ fn only(shared: &Shared) -> Result<&Arc<Upstream>, ApiError> {
     shared.registry.only().ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             format!(
                 "this proxy has {} upstreams; use /upstreams/{{name}}/evacuation",
                 shared.registry.upstreams().len()
@@ -224,10 +203,13 @@ async fn put_upstream(
 ) -> ApiResult {
     let u = named(&shared, &name)?;
     let raw = body(raw)?;
-    let mut fields = Fields::parse(&raw, &["serving"])?;
-    let serving = fields
-        .bool("serving")?
-        .ok_or_else(|| BadRequest::field("serving", "`serving` is required: true or false"))?;
+    let mut fields = Fields::parse(&raw, &[field::SERVING])?;
+    let serving = fields.bool(field::SERVING)?.ok_or_else(|| {
+        BadRequest::field(
+            field::SERVING,
+            format!("`{}` is required: true or false", field::SERVING),
+        )
+    })?;
     u.set_serving(serving);
     tracing::info!(upstream = %u.name, serving, "serving set changed");
     Ok(Json(upstream_view(u)).into_response())
@@ -241,7 +223,7 @@ fn start(shared: &Shared, u: &Arc<Upstream>, raw: Result<Bytes, BytesRejection>)
         shared.args.server_reference.as_deref(),
     )?;
     evacuation::start(u, params, shared.clock, &shared.registry.metrics)
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "CONFLICT", e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string()))?;
     Ok(Json(evacuation::status(u)).into_response())
 }
 
@@ -279,16 +261,4 @@ async fn start_named(
 
 async fn stop_named(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> ApiResult {
     stop(&shared, named(&shared, &name)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
 }

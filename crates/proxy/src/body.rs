@@ -105,6 +105,31 @@ impl Fields {
         }
     }
 
+    /// A list of strings; `None` when absent or null.
+    pub fn strings(&mut self, field: &str) -> Result<Option<Vec<String>>, BadRequest> {
+        let wrong = |got: &Value| {
+            BadRequest::field(
+                field,
+                format!(
+                    "`{field}` must be a list of strings such as [\"b\"] (got {})",
+                    type_name(got)
+                ),
+            )
+        };
+        match self.map.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(wrong(&other)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(wrong(&other)),
+        }
+    }
+
     /// A boolean field; `None` when absent or null.
     pub fn bool(&mut self, field: &str) -> Result<Option<bool>, BadRequest> {
         match self.map.remove(field) {

@@ -32,13 +32,15 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9190", value_parser = parse_admin)]
     pub admin: SocketAddr,
 
-    /// Require `Authorization: Bearer TOKEN` on the admin API (except /healthz and
-    /// /readyz, which probes call without credentials).
-    #[arg(long, value_name = "TOKEN")]
-    pub admin_token: Option<String>,
+    /// The admin API's bearer token (required by everything but /healthz and
+    /// /readyz, which probes call without credentials). Without one, `--admin`
+    /// must be a loopback address.
+    #[command(flatten)]
+    pub token: crate::auth::TokenArgs,
 
-    /// What the connections carry: `mqtt`, `tcp` (opaque bytes), or `auto` (MQTT
-    /// when the first bytes are an MQTT CONNECT, opaque TCP otherwise).
+    /// What the connections carry: `mqtt`, `http` (HTTP/1.x, WebSocket, HTTP/2
+    /// cleartext), `tcp` (opaque bytes), or `auto` (MQTT when the first bytes are
+    /// an MQTT CONNECT, HTTP when they are a request line, opaque TCP otherwise).
     #[arg(long, value_enum, default_value_t = ProtocolMode::Auto)]
     pub protocol: ProtocolMode,
 
@@ -69,6 +71,11 @@ pub struct ProxyArgs {
     /// flight, read the peer's FIN) before it is dropped.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_positive_secs)]
     pub evict_grace: Duration,
+
+    /// The code of the Close frame an evicted WebSocket client receives: 1001
+    /// (Going Away) or 1012 (Service Restart).
+    #[arg(long, value_name = "CODE", default_value_t = 1001, value_parser = parse_ws_close_code)]
+    pub ws_close_code: u16,
 
     /// On SIGTERM: seconds to keep accepting after readiness turned 503, while
     /// endpoints forget this pod.
@@ -103,6 +110,9 @@ pub enum ProtocolMode {
     Tcp,
     /// MQTT only: a client must send a valid CONNECT within the connect timeout.
     Mqtt,
+    /// HTTP only: HTTP/1.x (keep-alive, WebSocket after an upgrade) or HTTP/2
+    /// with prior knowledge; evicted between exchanges (see docs/proxy.md).
+    Http,
 }
 
 /// How an MQTT 5 connection is told to leave.
@@ -180,6 +190,16 @@ fn parse_admin(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("expected PORT or IP:PORT such as 127.0.0.1:9190 (got {s:?})"))
 }
 
+fn parse_ws_close_code(s: &str) -> Result<u16, String> {
+    match s {
+        "1001" => Ok(1001),
+        "1012" => Ok(1012),
+        _ => Err(format!(
+            "expected 1001 (Going Away) or 1012 (Service Restart) (got {s:?})"
+        )),
+    }
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
@@ -247,5 +267,7 @@ mod tests {
         assert!(parse_positive_secs("0").is_err());
         assert_eq!(EvictMode::parse("close"), Some(EvictMode::Close));
         assert_eq!(EvictMode::parse("nope"), None);
+        assert_eq!(parse_ws_close_code("1012"), Ok(1012));
+        assert!(parse_ws_close_code("1000").unwrap_err().contains("1001"));
     }
 }

@@ -13,6 +13,7 @@ use crate::Shared;
 use crate::cli::ProtocolMode;
 use crate::copy::{Direction, close_gracefully};
 use crate::handoff;
+use crate::http;
 use crate::metrics::Protocol;
 use crate::mqtt::{
     ConnectInfo, RefusalKind, Sniff, Tracker, classify, eviction_packet, normal_disconnect,
@@ -121,6 +122,7 @@ fn out_of_files(e: &io::Error) -> bool {
 /// What the first bytes of a connection turned out to be.
 enum Opening {
     Mqtt { info: ConnectInfo, buf: Vec<u8> },
+    Http { buf: Vec<u8> },
     Tcp { buf: Vec<u8> },
     Reject(String),
 }
@@ -135,18 +137,33 @@ async fn sniff(client: &mut TcpStream, mode: ProtocolMode, timeout: Duration) ->
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = Vec::new();
     loop {
-        match classify(&buf, mode) {
-            Sniff::Mqtt { info, .. } => return Opening::Mqtt { info, buf },
-            Sniff::Opaque => return Opening::Tcp { buf },
-            Sniff::Invalid(why) => return Opening::Reject(why),
-            Sniff::NeedMore => {}
+        let http = match mode {
+            ProtocolMode::Mqtt => Some(false),
+            _ => http::looks_like_http(&buf),
+        };
+        match http {
+            Some(true) => return Opening::Http { buf },
+            Some(false) if mode == ProtocolMode::Http => {
+                return Opening::Reject("not an HTTP request line".into());
+            }
+            Some(false) => match classify(&buf, mode) {
+                Sniff::Mqtt { info, .. } => return Opening::Mqtt { info, buf },
+                Sniff::Opaque => return Opening::Tcp { buf },
+                Sniff::Invalid(why) => return Opening::Reject(why),
+                Sniff::NeedMore => {}
+            },
+            None => {}
         }
         buf.reserve(512);
         match tokio::time::timeout_at(deadline, client.read_buf(&mut buf)).await {
             Err(_) if buf.is_empty() && mode == ProtocolMode::Auto => {
                 return Opening::Tcp { buf };
             }
-            Err(_) => return Opening::Reject(format!("no whole CONNECT within {timeout:?}")),
+            Err(_) => {
+                return Opening::Reject(format!(
+                    "no whole opening (CONNECT or request line) within {timeout:?}"
+                ));
+            }
             // A FIN after a prefix: in auto mode the prefix is someone's opaque
             // bytes (the FIN is passed on by the copy); in mqtt mode it is junk.
             Ok(Ok(0)) if !buf.is_empty() && mode == ProtocolMode::Auto => {
@@ -162,8 +179,13 @@ async fn sniff(client: &mut TcpStream, mode: ProtocolMode, timeout: Duration) ->
 async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
     let args = &shared.args;
     let _ = client.set_nodelay(true);
+    let mut is_http = false;
     let (info, buf) = match sniff(&mut client, args.protocol, args.connect_timeout).await {
         Opening::Mqtt { info, buf } => (Some(info), buf),
+        Opening::Http { buf } => {
+            is_http = true;
+            (None, buf)
+        }
         Opening::Tcp { buf } => (None, buf),
         Opening::Reject(why) => {
             tracing::debug!(%why, "closing a connection that is not MQTT");
@@ -173,6 +195,8 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
     };
     let protocol = if info.is_some() {
         Protocol::Mqtt
+    } else if is_http {
+        Protocol::Http
     } else {
         Protocol::Tcp
     };
@@ -226,7 +250,11 @@ async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
     let _ = server.set_nodelay(true);
     let control = shared.registry.register(&mut slot, protocol, info.as_ref());
     drop(info);
-    let evicted = pipe(&shared, &upstream, client, server, &control, version, buf).await;
+    let evicted = if is_http {
+        http::pipe(&shared, &upstream, client, server, &control, buf).await
+    } else {
+        pipe(&shared, &upstream, client, server, &control, version, buf).await
+    };
     if let Some(reason) = evicted {
         shared.metrics().evicted(&upstream.name, reason);
     }

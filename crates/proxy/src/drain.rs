@@ -33,6 +33,14 @@ pub async fn drain(shared: &Shared, term: &mut Signal, int: &mut Signal) {
             wait_health_check: 0,
             server_reference: args.server_reference.clone(),
             mqtt5_evict: args.mqtt5_evict,
+            migrate_to: Vec::new(),
+            // Idle HTTP connections close before the process exits.
+            deadline: u32::try_from(
+                args.drain_timeout
+                    .saturating_sub(args.drain_delay)
+                    .as_secs(),
+            )
+            .unwrap_or(u32::MAX),
         };
         for u in registry.upstreams() {
             // A running evacuation is replaced: the drain's pace and deadline win.

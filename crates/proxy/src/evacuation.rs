@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use sluice_api::admin::{EvacuationStatus, field};
+use sluice_core::engine::{EvacuationState, EvacuationStats};
 use sluice_core::pacer::Pacer;
 use sluice_core::spec::{
     DEFAULT_SESS_EVICT_RATE, DEFAULT_WAIT_HEALTH_CHECK, DEFAULT_WAIT_TAKEOVER, MAX_RATE,
@@ -18,53 +19,6 @@ use crate::body::{BadRequest, Fields};
 use crate::cli::{EvictMode, check_host_port};
 use crate::metrics::Metrics;
 use crate::registry::{Eviction, Upstream, lock};
-
-/// Where an upstream's evacuation stands (EMQX's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EvacState {
-    /// No evacuation: the upstream serves normally.
-    #[default]
-    Disabled,
-    /// Still accepting, while load balancers notice the upstream is leaving.
-    WaitingHealthCheck,
-    /// Refusing new connections and evicting open ones at the connection rate.
-    EvictingConns,
-    /// All connections gone; waiting for clients to take their sessions over.
-    WaitingTakeover,
-    /// Forgetting the sessions left, at the session rate (accounting only).
-    EvictingSessions,
-    /// Done; refusing new connections until the evacuation is stopped.
-    Prohibiting,
-}
-
-impl EvacState {
-    /// Every state, for the metric that has one series per state.
-    pub const ALL: [EvacState; 6] = [
-        EvacState::Disabled,
-        EvacState::WaitingHealthCheck,
-        EvacState::EvictingConns,
-        EvacState::WaitingTakeover,
-        EvacState::EvictingSessions,
-        EvacState::Prohibiting,
-    ];
-
-    /// EMQX's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EvacState::Disabled => "disabled",
-            EvacState::WaitingHealthCheck => "waiting_health_check",
-            EvacState::EvictingConns => "evicting_conns",
-            EvacState::WaitingTakeover => "waiting_takeover",
-            EvacState::EvictingSessions => "evicting_sessions",
-            EvacState::Prohibiting => "prohibiting",
-        }
-    }
-
-    /// New connections are let through in this state.
-    pub fn accepts(self) -> bool {
-        matches!(self, EvacState::Disabled | EvacState::WaitingHealthCheck)
-    }
-}
 
 /// The parameters of one evacuation (the POST body, defaults filled in).
 #[derive(Debug, Clone, PartialEq)]
@@ -81,17 +35,17 @@ pub struct EvacParams {
     pub server_reference: Option<String>,
     /// What MQTT 5 clients are sent.
     pub mqtt5_evict: EvictMode,
+    /// The instances that receive the evicted clients (EMQX's `migrate_to`),
+    /// reported back in the status.
+    pub migrate_to: Vec<String>,
+    /// Seconds from the start of `evicting_conns` after which connections
+    /// still open (idle HTTP keep-alive ones waiting for a request) are closed.
+    pub deadline: u32,
 }
 
-const FIELDS: &[&str] = &[
-    "conn_evict_rate",
-    "sess_evict_rate",
-    "wait_takeover",
-    "wait_health_check",
-    "server_reference",
-    "redirect_to",
-    "mqtt5_evict",
-];
+/// The default of [`EvacParams::deadline`]: generous, since an idle HTTP
+/// connection closed before its next request risks that request.
+pub const DEFAULT_DEADLINE: u32 = 300;
 
 impl EvacParams {
     /// Reads a `POST …/evacuation` body. Only `conn_evict_rate` is required; the
@@ -101,47 +55,59 @@ impl EvacParams {
         default_mode: EvictMode,
         default_reference: Option<&str>,
     ) -> Result<EvacParams, BadRequest> {
-        let mut f = Fields::parse(bytes, FIELDS)?;
+        let mut f = Fields::parse(bytes, field::EVACUATION_REQUEST)?;
         let rate = |f: &mut Fields, name| f.int(name, 1, MAX_RATE.into());
         let secs = |f: &mut Fields, name| f.int(name, 0, MAX_SECONDS.into());
         // The ranges above fit in u32, so the conversions cannot fail.
         let small = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
-        let conn_evict_rate = rate(&mut f, "conn_evict_rate")?.ok_or_else(|| {
+        let conn_evict_rate = rate(&mut f, field::CONN_EVICT_RATE)?.ok_or_else(|| {
             BadRequest::field(
-                "conn_evict_rate",
-                format!("`conn_evict_rate` is required: connections to evict per second, from 1 to {MAX_RATE}"),
+                field::CONN_EVICT_RATE,
+                format!(
+                    "`{}` is required: connections to evict per second, from 1 to {MAX_RATE}",
+                    field::CONN_EVICT_RATE
+                ),
             )
         })?;
         let sess_evict_rate =
-            rate(&mut f, "sess_evict_rate")?.unwrap_or(DEFAULT_SESS_EVICT_RATE.into());
-        let wait_takeover = secs(&mut f, "wait_takeover")?.unwrap_or(DEFAULT_WAIT_TAKEOVER.into());
+            rate(&mut f, field::SESS_EVICT_RATE)?.unwrap_or(DEFAULT_SESS_EVICT_RATE.into());
+        let wait_takeover =
+            secs(&mut f, field::WAIT_TAKEOVER)?.unwrap_or(DEFAULT_WAIT_TAKEOVER.into());
         let wait_health_check =
-            secs(&mut f, "wait_health_check")?.unwrap_or(DEFAULT_WAIT_HEALTH_CHECK.into());
+            secs(&mut f, field::WAIT_HEALTH_CHECK)?.unwrap_or(DEFAULT_WAIT_HEALTH_CHECK.into());
         let mut server_reference = None;
         // `redirect_to` is EMQX's name for the same thing.
-        for field in ["server_reference", "redirect_to"] {
-            if let Some(r) = f.string(field)? {
+        for name in [field::SERVER_REFERENCE, field::REDIRECT_TO] {
+            if let Some(r) = f.string(name)? {
                 check_host_port(&r)
-                    .map_err(|e| BadRequest::field(field, format!("`{field}`: {e}")))?;
+                    .map_err(|e| BadRequest::field(name, format!("`{name}`: {e}")))?;
                 server_reference = Some(r);
             }
         }
-        let mqtt5_evict = match f.string("mqtt5_evict")? {
+        let mqtt5_evict = match f.string(field::MQTT5_EVICT)? {
             None => default_mode,
             Some(s) => EvictMode::parse(&s).ok_or_else(|| {
+                use sluice_api::admin::mqtt5_evict::{CLOSE, DISCONNECT_8B, DISCONNECT_9C};
                 BadRequest::field(
-                    "mqtt5_evict",
-                    format!("`mqtt5_evict` must be \"disconnect-9c\", \"disconnect-8b\" or \"close\" (got {s:?})"),
+                    field::MQTT5_EVICT,
+                    format!(
+                        "`{}` must be {DISCONNECT_9C:?}, {DISCONNECT_8B:?} or {CLOSE:?} (got {s:?})",
+                        field::MQTT5_EVICT
+                    ),
                 )
             })?,
         };
+        let migrate_to = f.strings(field::MIGRATE_TO)?.unwrap_or_default();
+        let deadline = secs(&mut f, field::DEADLINE)?.unwrap_or(DEFAULT_DEADLINE.into());
         Ok(EvacParams {
+            deadline: small(deadline),
             conn_evict_rate: small(conn_evict_rate),
             sess_evict_rate: small(sess_evict_rate),
             wait_takeover: small(wait_takeover),
             wait_health_check: small(wait_health_check),
             server_reference: server_reference.or_else(|| default_reference.map(str::to_owned)),
             mqtt5_evict,
+            migrate_to,
         })
     }
 }
@@ -151,7 +117,7 @@ impl EvacParams {
 #[derive(Debug, Default)]
 pub struct Evacuation {
     /// The current state.
-    pub state: EvacState,
+    pub state: EvacuationState,
     /// The running (or finished, while prohibiting) evacuation's parameters.
     pub params: Option<EvacParams>,
     initial_connected: usize,
@@ -169,7 +135,7 @@ pub struct AlreadyRunning {
     /// Which upstream.
     pub upstream: String,
     /// Its state.
-    pub state: EvacState,
+    pub state: EvacuationState,
 }
 
 /// Waits shorter than this are slept precisely (see [`Clock::sleep_until`]).
@@ -214,7 +180,7 @@ pub fn start(
     metrics: &Arc<Metrics>,
 ) -> Result<(), AlreadyRunning> {
     let mut evac = lock(&upstream.evacuation);
-    if evac.state != EvacState::Disabled {
+    if evac.state != EvacuationState::Disabled {
         return Err(AlreadyRunning {
             upstream: upstream.name.clone(),
             state: evac.state,
@@ -225,8 +191,8 @@ pub fn start(
     evac.initial_connected = upstream.live();
     evac.initial_sessions = upstream.sessions();
     evac.params = Some(params.clone());
-    evac.state = EvacState::WaitingHealthCheck;
-    metrics.set_evacuation_state(&upstream.name, EvacState::WaitingHealthCheck);
+    evac.state = EvacuationState::WaitingHealthCheck;
+    metrics.set_evacuation_state(&upstream.name, EvacuationState::WaitingHealthCheck);
     tracing::info!(
         upstream = %upstream.name,
         conn_evict_rate = params.conn_evict_rate,
@@ -251,23 +217,28 @@ pub fn stop(upstream: &Upstream, metrics: &Metrics) {
     if let Some(task) = evac.task.take() {
         task.abort();
     }
-    if evac.state != EvacState::Disabled {
+    if evac.state != EvacuationState::Disabled {
         tracing::info!(upstream = %upstream.name, "evacuation stopped");
     }
     evac.generation += 1;
-    evac.state = EvacState::Disabled;
+    evac.state = EvacuationState::Disabled;
     evac.params = None;
-    metrics.set_evacuation_state(&upstream.name, EvacState::Disabled);
+    metrics.set_evacuation_state(&upstream.name, EvacuationState::Disabled);
 }
 
 /// Moves the evacuation of `generation` to `state`; false if it was stopped.
-fn set_state(upstream: &Upstream, metrics: &Metrics, generation: u64, state: EvacState) -> bool {
+fn set_state(
+    upstream: &Upstream,
+    metrics: &Metrics,
+    generation: u64,
+    state: EvacuationState,
+) -> bool {
     let mut evac = lock(&upstream.evacuation);
     if evac.generation != generation {
         return false;
     }
     evac.state = state;
-    if state == EvacState::Prohibiting {
+    if state == EvacuationState::Prohibiting {
         evac.task = None;
     }
     metrics.set_evacuation_state(&upstream.name, state);
@@ -288,12 +259,13 @@ async fn drive(
 ) {
     let set = |state| set_state(&upstream, &metrics, generation, state);
     tokio::time::sleep(Duration::from_secs(params.wait_health_check.into())).await;
-    if !set(EvacState::EvictingConns) {
+    if !set(EvacuationState::EvictingConns) {
         return;
     }
     let eviction = Eviction {
         mode: params.mqtt5_evict,
         server_reference: params.server_reference.as_deref().map(Arc::from),
+        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(params.deadline.into())),
     };
     let mut pacer = Pacer::new(params.conn_evict_rate.into(), clock.now());
     loop {
@@ -310,11 +282,11 @@ async fn drive(
             clock.sleep_until(pacer.next_slot()).await;
         }
     }
-    if !set(EvacState::WaitingTakeover) {
+    if !set(EvacuationState::WaitingTakeover) {
         return;
     }
     tokio::time::sleep(Duration::from_secs(params.wait_takeover.into())).await;
-    if !set(EvacState::EvictingSessions) {
+    if !set(EvacuationState::EvictingSessions) {
         return;
     }
     let mut pacer = Pacer::new(params.sess_evict_rate.into(), clock.now());
@@ -325,96 +297,136 @@ async fn drive(
             clock.sleep_until(pacer.next_slot()).await;
         }
     }
-    set(EvacState::Prohibiting);
+    set(EvacuationState::Prohibiting);
 }
 
 /// EMQX's evacuation status shape for `GET …/evacuation`.
-pub fn status(upstream: &Upstream) -> Value {
-    let (current_connected, current_sessions) = (upstream.live(), upstream.sessions());
+pub fn status(upstream: &Upstream) -> EvacuationStatus {
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let (current_connected, current_sessions) =
+        (count(upstream.live()), count(upstream.sessions()));
     let evac = lock(&upstream.evacuation);
     let p = evac.params.as_ref();
-    let running = evac.state != EvacState::Disabled;
-    json!({
-        "upstream": upstream.name,
-        "state": evac.state.as_str(),
-        "connection_eviction_rate": p.map_or(0, |p| p.conn_evict_rate),
-        "session_eviction_rate": p.map_or(0, |p| p.sess_evict_rate),
-        "wait_takeover": p.map_or(0, |p| p.wait_takeover),
-        "wait_health_check": p.map_or(0, |p| p.wait_health_check),
-        "server_reference": p.and_then(|p| p.server_reference.clone()),
-        "mqtt5_evict": p.map(|p| p.mqtt5_evict.as_str()),
-        "stats": {
-            "initial_connected": if running { evac.initial_connected } else { current_connected },
-            "current_connected": current_connected,
-            "initial_sessions": if running { evac.initial_sessions } else { current_sessions },
-            "current_sessions": current_sessions,
+    let running = evac.state != EvacuationState::Disabled;
+    let rate = |f: fn(&EvacParams) -> u32| p.map_or(0, |p| u64::from(f(p)));
+    EvacuationStatus {
+        upstream: upstream.name.clone(),
+        state: evac.state,
+        connection_eviction_rate: rate(|p| p.conn_evict_rate),
+        session_eviction_rate: rate(|p| p.sess_evict_rate),
+        wait_takeover: rate(|p| p.wait_takeover),
+        wait_health_check: rate(|p| p.wait_health_check),
+        server_reference: p.and_then(|p| p.server_reference.clone()),
+        mqtt5_evict: p.map(|p| p.mqtt5_evict.as_str().to_owned()),
+        migrate_to: p.map(|p| p.migrate_to.clone()).unwrap_or_default(),
+        deadline: rate(|p| p.deadline),
+        stats: EvacuationStats {
+            initial_connected: if running {
+                count(evac.initial_connected)
+            } else {
+                current_connected
+            },
+            current_connected,
+            initial_sessions: if running {
+                count(evac.initial_sessions)
+            } else {
+                current_sessions
+            },
+            current_sessions,
+            evicted_connections: Some(upstream.evicted()),
         },
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+    use sluice_api::admin::{EvacuationRequest, mqtt5_evict};
 
-    fn parse(body: &str) -> Result<EvacParams, BadRequest> {
-        EvacParams::from_body(body.as_bytes(), EvictMode::Disconnect8b, Some("d:1"))
+    fn parse(body: &Value) -> Result<EvacParams, BadRequest> {
+        EvacParams::from_body(
+            body.to_string().as_bytes(),
+            EvictMode::Disconnect8b,
+            Some("d:1"),
+        )
+    }
+
+    fn request(r: &EvacuationRequest) -> Value {
+        serde_json::to_value(r).unwrap()
     }
 
     #[test]
     fn emqx_body_with_defaults_from_core() {
-        let p = parse(r#"{"conn_evict_rate": 200}"#).unwrap();
+        let p = parse(&request(&EvacuationRequest::at_rate(200))).unwrap();
         assert_eq!(p.conn_evict_rate, 200);
         assert_eq!(p.sess_evict_rate, DEFAULT_SESS_EVICT_RATE as u32);
         assert_eq!(p.wait_takeover, DEFAULT_WAIT_TAKEOVER as u32);
         assert_eq!(p.wait_health_check, DEFAULT_WAIT_HEALTH_CHECK as u32);
         assert_eq!(p.server_reference.as_deref(), Some("d:1"));
         assert_eq!(p.mqtt5_evict, EvictMode::Disconnect8b);
-        let p = parse(
-            r#"{"conn_evict_rate": 200, "sess_evict_rate": 20, "wait_takeover": 5,
-                "wait_health_check": 0, "server_reference": "host:1883", "mqtt5_evict": "close"}"#,
-        )
+        assert!(p.migrate_to.is_empty());
+        let p = parse(&request(&EvacuationRequest {
+            sess_evict_rate: Some(20),
+            wait_takeover: Some(5),
+            wait_health_check: Some(0),
+            server_reference: Some("host:1883".into()),
+            mqtt5_evict: Some(mqtt5_evict::CLOSE.into()),
+            migrate_to: vec!["b".into(), "c".into()],
+            deadline: Some(30),
+            ..EvacuationRequest::at_rate(200)
+        }))
         .unwrap();
+        assert_eq!(p.deadline, 30);
         assert_eq!((p.sess_evict_rate, p.wait_takeover), (20, 5));
         assert_eq!(p.server_reference.as_deref(), Some("host:1883"));
         assert_eq!(p.mqtt5_evict, EvictMode::Close);
+        assert_eq!(p.migrate_to, ["b", "c"]);
     }
 
     #[test]
     fn bad_bodies_name_the_field() {
+        use field::{CONN_EVICT_RATE, MIGRATE_TO, MQTT5_EVICT, SERVER_REFERENCE, WAIT_TAKEOVER};
+        let typo = &CONN_EVICT_RATE[..CONN_EVICT_RATE.len() - 1];
         for (body, field, says) in [
-            ("{}", "conn_evict_rate", "required"),
+            (json!({}), CONN_EVICT_RATE, "required"),
             (
-                r#"{"conn_evict_rate": 0}"#,
-                "conn_evict_rate",
+                json!({ CONN_EVICT_RATE: 0 }),
+                CONN_EVICT_RATE,
                 "from 1 to 1000000 (got 0)",
             ),
             (
-                r#"{"conn_evict_rate": "x"}"#,
-                "conn_evict_rate",
+                json!({ CONN_EVICT_RATE: "x" }),
+                CONN_EVICT_RATE,
                 "whole number",
             ),
             (
-                r#"{"conn_evict_rate": 1, "wait_takeover": -1}"#,
-                "wait_takeover",
+                json!({ CONN_EVICT_RATE: 1, WAIT_TAKEOVER: -1 }),
+                WAIT_TAKEOVER,
                 "from 0 to 86400",
             ),
             (
-                r#"{"conn_evict_rate": 1, "conn_evict_rat": 1}"#,
-                "conn_evict_rat",
+                json!({ CONN_EVICT_RATE: 1, typo: 1 }),
+                typo,
                 "unknown field",
             ),
             (
-                r#"{"conn_evict_rate": 1, "server_reference": "nohost"}"#,
-                "server_reference",
+                json!({ CONN_EVICT_RATE: 1, SERVER_REFERENCE: "nohost" }),
+                SERVER_REFERENCE,
                 "HOST:PORT",
             ),
             (
-                r#"{"conn_evict_rate": 1, "mqtt5_evict": "kick"}"#,
-                "mqtt5_evict",
-                "disconnect-9c",
+                json!({ CONN_EVICT_RATE: 1, MQTT5_EVICT: "kick" }),
+                MQTT5_EVICT,
+                mqtt5_evict::DISCONNECT_9C,
+            ),
+            (
+                json!({ CONN_EVICT_RATE: 1, MIGRATE_TO: "b" }),
+                MIGRATE_TO,
+                "list of strings",
             ),
         ] {
-            let e = parse(body).unwrap_err();
+            let e = parse(&body).unwrap_err();
             assert_eq!(e.field.as_deref(), Some(field), "{body}: {e}");
             assert!(e.message.contains(says), "{body}: {e}");
         }
@@ -422,11 +434,16 @@ mod tests {
 
     #[test]
     fn only_the_first_two_states_accept() {
-        let accepting: Vec<&str> = EvacState::ALL
+        let accepting: Vec<EvacuationState> = EvacuationState::ALL
             .into_iter()
             .filter(|s| s.accepts())
-            .map(EvacState::as_str)
             .collect();
-        assert_eq!(accepting, ["disabled", "waiting_health_check"]);
+        assert_eq!(
+            accepting,
+            [
+                EvacuationState::Disabled,
+                EvacuationState::WaitingHealthCheck
+            ]
+        );
     }
 }

@@ -11,10 +11,13 @@
 //! [`mqtt`] (CONNECT sniffing, boundaries, packets the proxy writes),
 //! [`registry`] (upstreams, connections, selection), [`evacuation`] (the state
 //! machine), [`admin`] (HTTP API), [`body`] (strict request bodies),
-//! [`metrics`], [`drain`] (SIGTERM), [`handoff`] (connections handed over as
-//! file descriptors on a Unix socket, `--accept-unix`).
+//! [`metrics`], [`drain`] (SIGTERM), [`http`] (HTTP/1.x, WebSocket and HTTP/2
+//! eviction between exchanges), [`handoff`] (connections handed over as
+//! file descriptors on a Unix socket, `--accept-unix`), [`auth`] (the admin
+//! API's bearer token, shared with `sluice up`).
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod conn;
@@ -22,6 +25,7 @@ pub mod copy;
 pub mod drain;
 pub mod evacuation;
 pub mod handoff;
+pub mod http;
 pub mod metrics;
 pub mod mqtt;
 pub mod registry;
@@ -63,6 +67,9 @@ pub enum ProxyError {
         /// Why.
         source: std::io::Error,
     },
+    /// The admin token is missing where needed, or unusable.
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -73,6 +80,8 @@ pub enum ProxyError {
 pub struct Shared {
     /// The flags.
     pub args: ProxyArgs,
+    /// The admin API's bearer token, if any.
+    pub token: Option<auth::Token>,
     /// Upstreams and connections.
     pub registry: Registry,
     /// The clock evictions are paced by.
@@ -88,7 +97,7 @@ impl Shared {
 
 /// Runs the proxy until SIGTERM's drain is over or SIGINT.
 pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
-    init_logging();
+    let token = args.token.for_listener(args.admin, "--admin")?;
     let mut names = HashSet::new();
     if let Some(dup) = args
         .upstreams
@@ -128,6 +137,7 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
     let shared = Arc::new(Shared {
         registry: Registry::new(&args.upstreams, metrics),
         clock: Clock::start(),
+        token,
         args,
     });
     tracing::info!(
@@ -171,16 +181,4 @@ fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, ProxyEr
         Err(e) => return Err(err(e)),
     }
     tokio::net::UnixListener::bind(path).map_err(err)
-}
-
-/// Logs to stderr, `RUST_LOG` or `info` by default; a no-op when the binary
-/// already installed a subscriber.
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }

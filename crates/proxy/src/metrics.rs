@@ -7,7 +7,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::evacuation::EvacState;
+use sluice_api::metrics::{
+    BYTES, EVACUATION_STATE, EVICTIONS, REFUSED_CONNECTIONS, UPSTREAM_CONNECTIONS,
+    UPSTREAM_CONNECTIONS_OPENED, registered_name,
+};
+use sluice_core::engine::EvacuationState;
 
 /// What a proxied connection carries, as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +20,8 @@ pub enum Protocol {
     Mqtt,
     /// Opaque bytes.
     Tcp,
+    /// HTTP/1.x (and WebSocket after an upgrade), or HTTP/2 cleartext.
+    Http,
 }
 
 impl Protocol {
@@ -24,6 +30,7 @@ impl Protocol {
         match self {
             Protocol::Mqtt => "mqtt",
             Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
         }
     }
 }
@@ -69,8 +76,8 @@ pub struct Metrics {
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {
     name: String,
-    connections: [Gauge; 2],
-    opened: [Counter; 2],
+    connections: [Gauge; 3],
+    opened: [Counter; 3],
     /// Bytes forwarded from clients to this upstream.
     pub client_to_upstream: Counter,
     /// Bytes forwarded from this upstream to clients.
@@ -97,32 +104,32 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register(
-            "sluice_upstream_connections",
+            registered_name(UPSTREAM_CONNECTIONS),
             "Connections currently proxied to an upstream",
             m.connections.clone(),
         );
         registry.register(
-            "sluice_upstream_connections_opened",
+            registered_name(UPSTREAM_CONNECTIONS_OPENED),
             "Connections proxied to an upstream since start",
             m.opened.clone(),
         );
         registry.register(
-            "sluice_evictions",
+            registered_name(EVICTIONS),
             "Connections evicted from an upstream, by how they were told to leave",
             m.evictions.clone(),
         );
         registry.register(
-            "sluice_refused_connections",
+            registered_name(REFUSED_CONNECTIONS),
             "New connections refused, by reason",
             m.refused.clone(),
         );
         registry.register(
-            "sluice_evacuation_state",
+            registered_name(EVACUATION_STATE),
             "1 for the current evacuation state of an upstream, 0 for the others",
             m.evacuation_state.clone(),
         );
         registry.register(
-            "sluice_bytes",
+            registered_name(BYTES),
             "Bytes forwarded, by upstream and direction",
             m.bytes.clone(),
         );
@@ -147,7 +154,7 @@ impl Metrics {
         let opened = |p| self.opened.get_or_create(&conn(p)).clone();
         let client_to_upstream = counter(&self.bytes, "client_to_upstream");
         let upstream_to_client = counter(&self.bytes, "upstream_to_client");
-        let protocols = [Protocol::Mqtt, Protocol::Tcp];
+        let protocols = [Protocol::Mqtt, Protocol::Tcp, Protocol::Http];
         UpstreamMetrics {
             name: name.to_owned(),
             connections: protocols.map(gauge),
@@ -178,8 +185,8 @@ impl Metrics {
     }
 
     /// Sets 1 on `state` and 0 on every other state of `upstream`.
-    pub fn set_evacuation_state(&self, upstream: &str, state: EvacState) {
-        for s in EvacState::ALL {
+    pub fn set_evacuation_state(&self, upstream: &str, state: EvacuationState) {
+        for s in EvacuationState::ALL {
             self.evacuation_state
                 .get_or_create(&StateLabels {
                     upstream: upstream.to_owned(),
@@ -203,6 +210,7 @@ impl UpstreamMetrics {
         match p {
             Protocol::Mqtt => 0,
             Protocol::Tcp => 1,
+            Protocol::Http => 2,
         }
     }
 
@@ -226,28 +234,31 @@ impl UpstreamMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_api::metrics::label::{DIRECTION, PROTOCOL, REASON, STATE, UPSTREAM};
 
     #[test]
-    fn names_match_what_bench_scrapes() {
+    fn names_match_the_contract() {
         let m = Metrics::new();
         let u = m.upstream("a");
         u.opened(Protocol::Mqtt);
         u.client_to_upstream.inc_by(5);
         m.evicted("a", "close");
         m.refused("a", "evacuating");
-        m.set_evacuation_state("a", EvacState::EvictingConns);
+        m.set_evacuation_state("a", EvacuationState::EvictingConns);
         let text = m.encode();
+        let evicting = EvacuationState::EvictingConns.as_str();
+        let disabled = EvacuationState::Disabled.as_str();
         for line in [
-            r#"sluice_upstream_connections{upstream="a",protocol="mqtt"} 1"#,
-            r#"sluice_upstream_connections{upstream="a",protocol="tcp"} 0"#,
-            r#"sluice_upstream_connections_opened_total{upstream="a",protocol="mqtt"} 1"#,
-            r#"sluice_evictions_total{upstream="a",reason="close"} 1"#,
-            r#"sluice_refused_connections_total{upstream="a",reason="evacuating"} 1"#,
-            r#"sluice_evacuation_state{upstream="a",state="evicting_conns"} 1"#,
-            r#"sluice_evacuation_state{upstream="a",state="disabled"} 0"#,
-            r#"sluice_bytes_total{upstream="a",direction="client_to_upstream"} 5"#,
+            format!(r#"{UPSTREAM_CONNECTIONS}{{{UPSTREAM}="a",{PROTOCOL}="mqtt"}} 1"#),
+            format!(r#"{UPSTREAM_CONNECTIONS}{{{UPSTREAM}="a",{PROTOCOL}="tcp"}} 0"#),
+            format!(r#"{UPSTREAM_CONNECTIONS_OPENED}{{{UPSTREAM}="a",{PROTOCOL}="mqtt"}} 1"#),
+            format!(r#"{EVICTIONS}{{{UPSTREAM}="a",{REASON}="close"}} 1"#),
+            format!(r#"{REFUSED_CONNECTIONS}{{{UPSTREAM}="a",{REASON}="evacuating"}} 1"#),
+            format!(r#"{EVACUATION_STATE}{{{UPSTREAM}="a",{STATE}="{evicting}"}} 1"#),
+            format!(r#"{EVACUATION_STATE}{{{UPSTREAM}="a",{STATE}="{disabled}"}} 0"#),
+            format!(r#"{BYTES}{{{UPSTREAM}="a",{DIRECTION}="client_to_upstream"}} 5"#),
         ] {
-            assert!(text.contains(line), "missing {line} in\n{text}");
+            assert!(text.contains(&line), "missing {line} in\n{text}");
         }
     }
 }

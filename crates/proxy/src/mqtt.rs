@@ -50,7 +50,7 @@ pub enum Sniff {
 pub fn classify(buf: &[u8], mode: ProtocolMode) -> Sniff {
     let reject = |why: String| match mode {
         ProtocolMode::Mqtt => Sniff::Invalid(why),
-        ProtocolMode::Auto | ProtocolMode::Tcp => Sniff::Opaque,
+        ProtocolMode::Auto | ProtocolMode::Tcp | ProtocolMode::Http => Sniff::Opaque,
     };
     let Some(&first) = buf.first() else {
         return Sniff::NeedMore;

@@ -4,21 +4,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::cli::{EvictMode, UpstreamArg};
-use crate::evacuation::{EvacState, Evacuation};
+use sluice_core::balance::{Candidate, least_loaded};
+use sluice_core::engine::EvacuationState;
+
+use crate::evacuation::Evacuation;
 use crate::metrics::{Metrics, Protocol, UpstreamMetrics};
 use crate::mqtt::ConnectInfo;
 
-/// Locks a mutex, ignoring poisoning: every critical section here leaves the data
-/// consistent, so a panic elsewhere must not take the proxy down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Every critical section here leaves the data consistent, so a panic elsewhere
+// must not take the proxy down.
+pub(crate) use sluice_core::sync::lock;
 
 /// How one connection is asked to leave.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct Eviction {
     pub mode: EvictMode,
     /// The Server Reference for DISCONNECT 0x9C.
     pub server_reference: Option<Arc<str>>,
+    /// When connections that wait for their next exchange (idle HTTP
+    /// keep-alive) are closed anyway; `None`: after the evict grace.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// The handle through which the evacuation asks one connection to leave; shared
@@ -76,6 +80,8 @@ pub struct Upstream {
     /// Connections counted against this upstream (being connected, open, or
     /// closing after an eviction).
     live: AtomicUsize,
+    /// Connections asked to leave by an evacuation since the proxy started.
+    evicted: AtomicU64,
     /// Open connections not yet asked to leave, oldest first.
     pending: Mutex<BTreeMap<u64, Arc<ConnControl>>>,
     /// Client ids that asked for a persistent session on this upstream, with
@@ -89,7 +95,7 @@ pub struct Upstream {
 
 impl Upstream {
     fn new(arg: &UpstreamArg, metrics: &Metrics) -> Upstream {
-        metrics.set_evacuation_state(&arg.name, EvacState::Disabled);
+        metrics.set_evacuation_state(&arg.name, EvacuationState::Disabled);
         Upstream {
             name: arg.name.clone(),
             addr: arg.addr.clone(),
@@ -97,6 +103,7 @@ impl Upstream {
             healthy: AtomicBool::new(true),
             probing: AtomicBool::new(false),
             live: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
             pending: Mutex::default(),
             sessions: Mutex::default(),
             evacuation: Mutex::default(),
@@ -135,7 +142,7 @@ impl Upstream {
     }
 
     /// The evacuation state.
-    pub fn evacuation_state(&self) -> EvacState {
+    pub fn evacuation_state(&self) -> EvacuationState {
         lock(&self.evacuation).state
     }
 
@@ -149,6 +156,13 @@ impl Upstream {
         self.live.load(Ordering::SeqCst)
     }
 
+    /// Connections asked to leave by evacuations since the proxy started
+    /// (`evicted_connections` in the evacuation status: the paced count, at the
+    /// moment the pacer granted each eviction).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::SeqCst)
+    }
+
     /// Open connections not yet asked to leave.
     pub fn pending(&self) -> usize {
         lock(&self.pending).len()
@@ -160,6 +174,7 @@ impl Upstream {
         match next {
             Some((_, control)) => {
                 control.evict(eviction.clone());
+                self.evicted.fetch_add(1, Ordering::SeqCst);
                 true
             }
             None => false,
@@ -273,10 +288,9 @@ impl Registry {
     /// accepts and is healthy.
     pub fn ready(&self) -> bool {
         !self.draining()
-            && self
-                .upstreams
-                .iter()
-                .any(|u| u.serving() && u.healthy() && u.evacuation_state() == EvacState::Disabled)
+            && self.upstreams.iter().any(|u| {
+                u.serving() && u.healthy() && u.evacuation_state() == EvacuationState::Disabled
+            })
     }
 
     /// Connections over all upstreams.
@@ -289,15 +303,17 @@ impl Registry {
     /// only when none is healthy, since it may have come back). The slot counts
     /// against the upstream from now on, so concurrent picks spread out.
     pub fn pick(&self) -> Result<ConnSlot, Refusal> {
-        let candidates = || {
-            self.upstreams
-                .iter()
-                .filter(|u| u.serving() && u.accepting())
-        };
-        let chosen = candidates()
-            .filter(|u| u.healthy())
-            .min_by_key(|u| u.live())
-            .or_else(|| candidates().min_by_key(|u| u.live()));
+        let candidates: Vec<&Arc<Upstream>> = self
+            .upstreams
+            .iter()
+            .filter(|u| u.serving() && u.accepting())
+            .collect();
+        let chosen = least_loaded(candidates.iter().map(|u| Candidate {
+            healthy: u.healthy(),
+            preferred: true,
+            connections: u64::try_from(u.live()).unwrap_or(u64::MAX),
+        }))
+        .map(|i| candidates[i]);
         match chosen {
             Some(u) => {
                 u.live.fetch_add(1, Ordering::SeqCst);
@@ -453,10 +469,10 @@ mod tests {
         let e = r.pick().unwrap_err();
         assert_eq!((e.upstream.as_str(), e.reason), ("a", "not_serving"));
         r.get("a").unwrap().set_serving(true);
-        lock(&r.get("a").unwrap().evacuation).state = EvacState::EvictingConns;
+        lock(&r.get("a").unwrap().evacuation).state = EvacuationState::EvictingConns;
         assert_eq!(r.pick().unwrap_err().reason, "evacuating");
         assert!(!r.ready());
-        lock(&r.get("a").unwrap().evacuation).state = EvacState::WaitingHealthCheck;
+        lock(&r.get("a").unwrap().evacuation).state = EvacuationState::WaitingHealthCheck;
         assert!(
             r.pick().is_ok(),
             "still accepting while load balancers catch up"
@@ -486,6 +502,7 @@ mod tests {
         let ev = Eviction {
             mode: EvictMode::Close,
             server_reference: None,
+            deadline: None,
         };
         assert!(a.evict_oldest(&ev));
         assert!(c1.eviction().is_some() && c2.eviction().is_none());

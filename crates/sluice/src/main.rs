@@ -29,6 +29,9 @@ enum Command {
     /// A sample MQTT broker (MQTT 3.1.1 and 5 on one port, embedded rumqttd) for
     /// demos and tests, so they need nothing installed.
     Broker(sluice_local::BrokerArgs),
+    /// A sample HTTP/1.1 keep-alive server (`200 ok NAME`) for demos and tests,
+    /// so they need nothing installed.
+    ServeHttp(sluice_local::HttpServerArgs),
     /// Run a fleet in the foreground: instances behind their evacuators and a front
     /// listener, upgraded by the engine when its spec changes.
     Up(sluice_local::UpArgs),
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -114,6 +118,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             .map_err(Into::into),
         Command::Broker(args) => runtime()?
             .block_on(sluice_local::serve_broker(args))
+            .map_err(Into::into),
+        Command::ServeHttp(args) => runtime()?
+            .block_on(sluice_local::serve_http(args))
             .map_err(Into::into),
         Command::Up(args) => runtime()?
             .block_on(sluice_local::run_up(args))
@@ -148,4 +155,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// The log filter without `RUST_LOG`: sluice's own info lines, but only
+/// warnings from the embedded broker, which logs every connection at info (a
+/// cost at 100k clients).
+const DEFAULT_LOG: &str = "info,rumqttd=warn";
+
+/// Logs of every subcommand go to stderr (stdout stays for results such as
+/// `--json`), filtered by `RUST_LOG` (see docs/cli.md).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }

@@ -1,6 +1,8 @@
-//! The `--report` HTML and the `--metrics` timeline: one series per
-//! instance, scraped from two evacuators' `/metrics` (stand-ins serving the
-//! `sluice_upstream_connections` gauge, as `sluice proxy` exports it).
+//! The `--report` HTML and the `--metrics` timeline: connections per
+//! instance and per revision and evictions per second, scraped from two
+//! `/metrics` endpoints (stand-ins serving `sluice_upstream_connections`
+//! with a `revision` label and `sluice_evictions_total`, as `sluice up`
+//! exports them).
 
 mod support;
 
@@ -8,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::TempDir;
-use support::bench_extra::{BenchRun, FakeMetrics, Sink, gauge, read_json};
+use support::bench_extra::{BenchRun, FakeMetrics, Sink, gauge, instance, read_json};
 
 /// The checks a browser-free test can make that the page is sound.
 fn assert_self_contained_html(html: &str) {
@@ -37,16 +39,20 @@ fn assert_self_contained_html(html: &str) {
     }
 }
 
-/// The `<svg>…</svg>` of the first chart (connections over time).
-fn first_chart(html: &str) -> &str {
-    &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()]
+/// The `<svg>…</svg>` of the chart titled `title`.
+fn chart<'a>(html: &'a str, title: &str) -> &'a str {
+    html.split("<svg")
+        .skip(1)
+        .map(|s| &s[..s.find("</svg>").unwrap()])
+        .find(|svg| svg.contains(&format!(">\n{title}\n</text>")))
+        .unwrap_or_else(|| panic!("no chart titled {title}"))
 }
 
 #[test]
-fn report_draws_one_series_per_instance_from_metrics() {
+fn report_draws_revisions_instances_and_eviction_rate_from_metrics() {
     let sink = Sink::start();
-    let blue = FakeMetrics::start(&gauge("blue", 0));
-    let green = FakeMetrics::start(&gauge("green", 0));
+    let blue = FakeMetrics::start(&instance("blue", "v1", 0, 0));
+    let green = FakeMetrics::start(&instance("green", "v2", 0, 0));
     let dir = TempDir::new("bench-report");
     let (json, html) = (dir.0.join("s.json"), dir.0.join("r.html"));
     let run = BenchRun::start(&[
@@ -59,6 +65,8 @@ fn report_draws_one_series_per_instance_from_metrics() {
         "--metrics",
         &blue.url,
         &green.url,
+        "--evict-rate",
+        "50",
         "--title",
         "blue → green",
         "--json",
@@ -67,10 +75,10 @@ fn report_draws_one_series_per_instance_from_metrics() {
         html.to_str().unwrap(),
     ]);
     run.wait_connected(100, Duration::from_secs(20));
-    // The upgrade as the evacuators would report it: blue drains into green.
+    // The upgrade as the evacuators would report it: blue is evicted into green.
     for moved in [0u64, 50, 100] {
-        *blue.body.lock().unwrap() = gauge("blue", 100 - moved);
-        *green.body.lock().unwrap() = gauge("green", moved);
+        *blue.body.lock().unwrap() = instance("blue", "v1", 100 - moved, moved);
+        *green.body.lock().unwrap() = instance("green", "v2", moved, 0);
         let seen = blue.hits.load(Ordering::SeqCst) + 3;
         support::wait_until("two more scrapes", Duration::from_secs(10), || {
             blue.hits.load(Ordering::SeqCst) >= seen && green.hits.load(Ordering::SeqCst) >= seen
@@ -81,41 +89,61 @@ fn report_draws_one_series_per_instance_from_metrics() {
 
     let s = read_json(&json);
     assert_eq!(s["instances"], serde_json::json!(["blue", "green"]));
+    assert_eq!(
+        s["revisions"],
+        serde_json::json!({"blue": "v1", "green": "v2"})
+    );
+    assert_eq!(s["evictRate"], 50.0);
     let timeline = s["timeline"].as_array().unwrap();
-    assert!(
-        timeline
-            .iter()
-            .any(|x| x["perInstance"]["blue"] == 100 && x["perInstance"]["green"] == 0)
-    );
-    assert!(
-        timeline
-            .iter()
-            .any(|x| x["perInstance"]["blue"] == 50 && x["perInstance"]["green"] == 50)
-    );
-    assert!(
-        timeline
-            .iter()
-            .any(|x| x["perInstance"]["blue"] == 0 && x["perInstance"]["green"] == 100)
-    );
+    for (b, g) in [(100, 0), (50, 50), (0, 100)] {
+        assert!(
+            timeline
+                .iter()
+                .any(|x| x["perInstance"]["blue"] == b && x["perInstance"]["green"] == g),
+            "no sample with blue {b}, green {g}"
+        );
+    }
+    // Evictions counted from the counters: 0, then 50, then 100, never back.
+    let evicted: Vec<u64> = timeline
+        .iter()
+        .map(|x| x["evicted"].as_u64().expect("evicted in every sample"))
+        .collect();
+    assert_eq!(evicted.first(), Some(&0));
+    assert_eq!(evicted.last(), Some(&100));
+    assert!(evicted.windows(2).all(|w| w[0] <= w[1]), "{evicted:?}");
+    assert!(timeline.iter().all(|x| x["reconnects"] == 0));
 
     let html = std::fs::read_to_string(&html).unwrap();
     assert_self_contained_html(&html);
     assert!(html.contains("<h2>blue → green</h2>"));
-    let chart = first_chart(&html);
-    for legend in ["clients connected (total)", "blue", "green"] {
+    let revisions = chart(&html, "Connections per revision");
+    for legend in [
+        "old set (revision v1)",
+        "new set (revision v2)",
+        "clients connected",
+    ] {
         assert!(
-            chart.contains(&format!(">\n{legend}\n</text>")),
+            revisions.contains(&format!(">\n{legend}\n</text>")),
             "legend {legend}"
         );
     }
-    // One line per series plus its legend mark, in the series' colour.
-    for colour in ["#282828", "#1F77B4", "#FF7F0E"] {
-        let n = chart
-            .split("<polyline")
-            .filter(|p| p.contains(&format!("stroke=\"{colour}\"")))
-            .count();
-        assert_eq!(n, 2, "series {colour}");
+    let rates = chart(&html, "Evictions and reconnects per second");
+    for legend in [
+        "evictions/s (evacuators)",
+        "reconnects/s (clients)",
+        "connEvictRate 50/s (configured)",
+    ] {
+        assert!(
+            rates.contains(&format!(">\n{legend}\n</text>")),
+            "legend {legend}"
+        );
     }
+    let instances = chart(&html, "Connections per instance (2 instances, same scale)");
+    assert!(instances.contains(">\nblue: 0\n</text>"), "blue's panel");
+    assert!(
+        instances.contains(">\ngreen: 100\n</text>"),
+        "green's panel"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_api::admin::{EvacuationRequest, path};
 use support::proxy_extra::{ClientStats, LineClient, Proxy, publish, rumqttc_client};
 use support::{Mosquitto, wait_until};
 
@@ -82,16 +83,16 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Moves every connection from `from` to `to`: `to` serves, `from` leaves the
 /// serving set and is evacuated with `mode` (None: the proxy's default).
 fn move_all(proxy: &Proxy, from: &str, to: &str, mode: Option<&str>) {
-    proxy.ok("DELETE", &format!("/upstreams/{to}/evacuation"), None);
+    proxy.ok("DELETE", &path::upstream_evacuation(to), None);
     proxy.set_serving(to, true);
     proxy.set_serving(from, false);
-    let mode = mode.map_or(String::new(), |m| format!(r#", "mqtt5_evict": "{m}""#));
-    proxy.ok(
-        "POST",
-        &format!("/upstreams/{from}/evacuation"),
-        Some(&format!(
-            r#"{{"conn_evict_rate": 50, "wait_takeover": 0{mode}}}"#
-        )),
+    proxy.start_evacuation(
+        &path::upstream_evacuation(from),
+        &EvacuationRequest {
+            wait_takeover: Some(0),
+            mqtt5_evict: mode.map(str::to_owned),
+            ..EvacuationRequest::at_rate(50)
+        },
     );
 }
 
@@ -281,10 +282,12 @@ fn an_evicted_clients_will_is_not_published() {
     wait_until("both clients connected", Duration::from_secs(10), || {
         connected.iter().all(|s| s.connacks() == 1) && proxy.connections("app") == 2
     });
-    proxy.ok(
-        "POST",
-        "/evacuation",
-        Some(r#"{"conn_evict_rate": 100, "wait_takeover": 0}"#),
+    proxy.start_evacuation(
+        path::EVACUATION,
+        &EvacuationRequest {
+            wait_takeover: Some(0),
+            ..EvacuationRequest::at_rate(100)
+        },
     );
     wait_until("both clients evicted", Duration::from_secs(10), || {
         connected.iter().all(|s| s.disconnects() == 1) && proxy.connections("app") == 0

@@ -133,7 +133,7 @@ fn garbage_never_disturbs_a_healthy_client() {
     let broker = Mosquitto::start();
     let mqtt = Proxy::start(
         &[("broker", broker.addr())],
-        &["--protocol", "mqtt", "--connect-timeout", "1"],
+        &["--protocol", "mqtt", "--connect-timeout", "3"],
     );
     let auto = Proxy::start(
         &[("broker", broker.addr())],
@@ -169,36 +169,38 @@ fn garbage_never_disturbs_a_healthy_client() {
     // In mqtt mode the proxy closes them; in auto mode the broker does.
     for (i, s) in garbage.iter_mut().enumerate() {
         assert!(
-            closed_within(s, Duration::from_secs(5)),
+            closed_within(s, Duration::from_secs(20)),
             "random-bytes connection {i} still open"
         );
     }
 
-    // A 5th remaining-length byte: closed at once in mqtt mode.
+    // A 5th remaining-length byte: closed at once in mqtt mode (within
+    // milliseconds; the bound only has to tell it from the 3 s CONNECT
+    // timeout, with room for a loaded machine).
     let mut s = TcpStream::connect(mqtt.listen).unwrap();
     s.write_all(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x01]).unwrap();
     assert!(
-        closed_within(&mut s, Duration::from_millis(900)),
+        closed_within(&mut s, Duration::from_millis(2500)),
         "5-byte remaining length not closed before the timeout"
     );
 
     // Half a CONNECT, and a client that never sends anything: closed after
-    // the 1 s CONNECT timeout, not before, and nobody else notices.
+    // the 3 s CONNECT timeout, not before, and nobody else notices.
     let connect = connect_packet("half");
     let mut half = TcpStream::connect(mqtt.listen).unwrap();
     half.write_all(&connect[..connect.len() / 2]).unwrap();
     let mut silent = TcpStream::connect(mqtt.listen).unwrap();
     let t0 = Instant::now();
     assert!(
-        closed_within(&mut half, Duration::from_secs(5)),
+        closed_within(&mut half, Duration::from_secs(20)),
         "half CONNECT never closed"
     );
     assert!(
-        closed_within(&mut silent, Duration::from_secs(5)),
+        closed_within(&mut silent, Duration::from_secs(20)),
         "silent client never closed"
     );
     assert!(
-        t0.elapsed() >= Duration::from_millis(800),
+        t0.elapsed() >= Duration::from_millis(2800),
         "closed before the CONNECT timeout"
     );
     healthy.keeps_receiving("half CONNECTs and silent clients");

@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use sluice_api::admin::{UpstreamView, path};
 use support::proxy_extra::http;
 use support::{ChildGuard, TempDir, free_port, sluice_bin, wait_for_port, wait_until};
 
@@ -51,7 +52,7 @@ fn a_handed_over_socket_is_proxied_and_counted() {
             .unwrap(),
     );
     wait_until("the proxy's admin API", Duration::from_secs(15), || {
-        http(admin, "GET", "/healthz", None, None).is_ok_and(|(s, _)| s == 200)
+        http(admin, "GET", path::HEALTHZ, None, None).is_ok_and(|(s, _)| s == 200)
     });
 
     let front = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -69,13 +70,19 @@ fn a_handed_over_socket_is_proxied_and_counted() {
     client.read_exact(&mut connack).unwrap();
     assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
     wait_until("the connection counted", Duration::from_secs(10), || {
-        let (_, body) = http(admin, "GET", "/upstreams/a", None, None).unwrap();
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["connections"] == 1
+        let (_, body) = http(admin, "GET", &path::upstream("a"), None, None).unwrap();
+        serde_json::from_str::<UpstreamView>(&body)
+            .unwrap()
+            .connections
+            == 1
     });
     drop(client);
     wait_until("the connection gone", Duration::from_secs(10), || {
-        let (_, body) = http(admin, "GET", "/upstreams/a", None, None).unwrap();
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["connections"] == 0
+        let (_, body) = http(admin, "GET", &path::upstream("a"), None, None).unwrap();
+        serde_json::from_str::<UpstreamView>(&body)
+            .unwrap()
+            .connections
+            == 0
     });
 }
 

@@ -8,6 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use sluice_api::admin::{EvacuationRequest, path};
 use support::proxy_extra::Proxy;
 use support::wait_until;
 
@@ -108,7 +109,7 @@ fn evicted_tcp_connection_gets_a_fin_not_a_reset() {
         Duration::from_secs(5),
         || proxy.connections("app") == 1,
     );
-    proxy.ok("POST", "/evacuation", Some(r#"{"conn_evict_rate": 10}"#));
+    proxy.start_evacuation(path::EVACUATION, &EvacuationRequest::at_rate(10));
     let mut buf = [0u8; 16];
     match s.read(&mut buf) {
         Ok(0) => {}

@@ -8,12 +8,13 @@ mod up_support;
 
 use std::time::Duration;
 
+use sluice_api::control::{UpStatus, path};
+use sluice_api::metrics::{SERVING_INSTANCES, UPSTREAM_CONNECTIONS, label};
+use sluice_core::engine::Phase;
 use support::bench_extra::read_json;
 use support::proxy_extra::{http, metric};
 use support::wait_until;
-use up_support::{
-    Up, alive, children, connections, fleet_yaml, instances, pids, total_connections,
-};
+use up_support::{Up, alive, children, connections, fleet_yaml, pids};
 
 const STRATEGY: &str = "updateStrategy:\n  type: BlueGreen\n  initialDelaySeconds: 1\n  \
                         evacuationStrategy:\n    connEvictRate: 200\n    waitTakeover: 0\n";
@@ -22,9 +23,9 @@ const STRATEGY: &str = "updateStrategy:\n  type: BlueGreen\n  initialDelaySecond
 fn up_spreads_clients_upgrades_blue_green_and_stops_cleanly() {
     let mut up = Up::start(&fleet_yaml(3, "1", STRATEGY));
     let first = up.wait_stable(3, Duration::from_secs(30));
-    let old_revision = first["currentRevision"].as_str().unwrap().to_owned();
-    assert_eq!(first["fleet"], "test");
-    assert_eq!(first["listen"], up.listen.to_string());
+    let old_revision = first.status.current_revision.clone();
+    assert_eq!(first.fleet, "test");
+    assert_eq!(first.listen, up.listen.to_string());
 
     // `sluice status --json` says the same.
     let out = up.cli(&["status", "--json"]);
@@ -33,9 +34,9 @@ fn up_spreads_clients_upgrades_blue_green_and_stops_cleanly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cli["phase"], "Stable");
-    assert_eq!(instances(&cli).len(), 3);
+    let cli: UpStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli.status.phase, Phase::Stable);
+    assert_eq!(cli.instances.len(), 3);
     let text = up.cli(&["status"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
@@ -46,20 +47,19 @@ fn up_spreads_clients_upgrades_blue_green_and_stops_cleanly() {
     // 300 clients through the front, spread evenly by the least-connected pick.
     let (bench, summary, spread) = up.connect_clients(300);
     for (name, n) in connections(&spread) {
-        assert!((95..=105).contains(&n), "{name} holds {n} of 300: {spread}");
+        assert!(
+            (95..=105).contains(&n),
+            "{name} holds {n} of 300: {spread:?}"
+        );
     }
     // The control API's metrics carry one gauge per instance.
-    let (code, text) = http(up.admin, "GET", "/metrics", None, None).unwrap();
+    let (code, text) = http(up.admin, "GET", path::METRICS, None, None).unwrap();
     assert_eq!(code, 200);
     assert_eq!(
-        metric(
-            &text,
-            "sluice_upstream_connections",
-            &[("protocol", "mqtt")]
-        ),
+        metric(&text, UPSTREAM_CONNECTIONS, &[(label::PROTOCOL, "mqtt")]),
         300.0
     );
-    assert_eq!(metric(&text, "sluice_serving_instances", &[]), 3.0);
+    assert_eq!(metric(&text, SERVING_INSTANCES, &[]), 3.0);
     let old_pids = pids(&spread);
     assert_eq!(old_pids.len(), 6);
 
@@ -76,19 +76,19 @@ fn up_spreads_clients_upgrades_blue_green_and_stops_cleanly() {
         "Stable on the new revision with 300 clients",
         Duration::from_secs(60),
         |s| {
-            s["phase"] == "Stable"
-                && s["currentRevision"] != old_revision.as_str()
-                && instances(s).len() == 3
-                && instances(s)
+            s.status.phase == Phase::Stable
+                && s.status.current_revision != old_revision
+                && s.instances.len() == 3
+                && s.instances
                     .iter()
-                    .all(|i| i["revision"] == s["currentRevision"] && i["ready"] == true)
-                && total_connections(s) == 300
+                    .all(|i| i.revision == s.status.current_revision && i.ready)
+                && s.total_connections() == Some(300)
         },
     );
     for (name, n) in connections(&done) {
         assert!(
             (80..=120).contains(&n),
-            "after the upgrade {name} holds {n} of 300: {done}"
+            "after the upgrade {name} holds {n} of 300: {done:?}"
         );
     }
     for pid in &old_pids {
@@ -129,6 +129,50 @@ fn up_spreads_clients_upgrades_blue_green_and_stops_cleanly() {
             .lock()
             .unwrap()
             .contains("stopped: every instance drained")
+    );
+}
+
+#[test]
+fn a_changed_protocol_is_an_upgrade_that_leaves_no_mixed_fleet() {
+    let up = Up::start(&fleet_yaml(2, "1", STRATEGY));
+    let first = up.wait_stable(2, Duration::from_secs(30));
+    let (bench, summary, _) = up.connect_clients(40);
+
+    // Same app and version, another protocol: every instance is replaced.
+    let tcp = fleet_yaml(2, "1", STRATEGY).replace("protocol: mqtt", "protocol: tcp");
+    let out = up.apply(&tcp);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("upgrade started"),
+        "{said}"
+    );
+    let done = up.wait_status(
+        "Stable on the new revision, every instance on it",
+        Duration::from_secs(60),
+        |s| {
+            s.status.phase == Phase::Stable
+                && s.status.current_revision != first.status.current_revision
+                && s.instances.len() == 2
+                && s.instances
+                    .iter()
+                    .all(|i| i.revision == s.status.current_revision && i.ready)
+                && s.total_connections() == Some(40)
+        },
+    );
+    let old: Vec<&str> = first.instances.iter().map(|i| i.name.as_str()).collect();
+    assert!(
+        done.instances
+            .iter()
+            .all(|i| !old.contains(&i.name.as_str())),
+        "an instance of the old protocol is left: {done:?}"
+    );
+    let out = bench.stop();
+    assert!(out.success, "{}", out.stderr);
+    let summary = read_json(&summary);
+    assert_eq!(summary["connectedAtEnd"], 40, "{summary}");
+    assert!(
+        summary["maxDisconnectsPerClient"].as_u64().unwrap() <= 1,
+        "{summary}"
     );
 }
 

@@ -11,5 +11,8 @@
 //! every encoder round-trips through its decoder.
 
 pub mod codec;
+pub mod h2;
 pub mod http;
+pub mod http1;
 pub mod mqtt;
+pub mod ws;

@@ -9,12 +9,21 @@ use crate::BenchError;
 use crate::recorder::describe_cause;
 use crate::summary::Summary;
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}\
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}\
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}\
+body.wide{max-width:1400px}\
+h1{font-size:1.6em}h2{font-size:1.25em;margin:1.5em 0 .5em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;margin:1em 0}td,th{padding:.25em .8em;text-align:left;vertical-align:top}\
 th{font-weight:600;color:#555}tr:nth-child(even){background:#f6f6f6}\
-figure{margin:1em 0}figcaption{color:#555;font-size:.9em}.error{color:#b00}\
-.legend span{display:inline-block;margin-right:1em}.swatch{display:inline-block;width:1em;height:.6em;margin-right:.3em}";
+figure{margin:1em 0}figure svg{display:block;max-width:100%;height:auto}\
+figcaption{color:#444;font-size:.9em;margin-top:.3em}figcaption b{color:#222}.error{color:#b00}\
+.runs{display:grid;column-gap:20px;grid-auto-flow:column;grid-template-rows:repeat(6,auto)}\
+.runs section{display:contents}.runs table{font-size:.85em}.runs td,.runs th{padding:.2em .5em}\
+.empty{color:#777;font-style:italic}";
+
+/// Widest page, pixels: three runs side by side fit a 1400-pixel window.
+const PAGE: u32 = 1360;
+/// Runs side by side at most; more are stacked.
+const SIDE_BY_SIDE: usize = 3;
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -32,23 +41,46 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The report page for `summaries` (one section each, in order).
+/// The report page for `summaries` (one section each, in order). Two or
+/// three runs stand side by side, more are stacked; either way all share
+/// their axes, so that one run's damage shows next to another's smoothness.
 pub fn render(summaries: &[Summary]) -> String {
     let mut o = String::new();
     let title = match summaries {
         [one] => one.title.clone(),
         _ => format!("{} runs", summaries.len()),
     };
+    let columns = if (2..=SIDE_BY_SIDE).contains(&summaries.len()) {
+        summaries.len()
+    } else {
+        1
+    };
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>sluice bench — {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+         <title>sluice bench — {}</title>\n<style>{STYLE}</style>\n</head>\n<body{}>\n\
          <h1>sluice bench report</h1>\n",
-        escape(&title)
+        escape(&title),
+        if columns > 1 { " class=\"wide\"" } else { "" }
     );
+    let axes = chart::Axes::of(summaries);
+    let width = if columns > 1 {
+        (PAGE - 20 * (columns as u32 - 1)) / columns as u32
+    } else {
+        960
+    };
+    if columns > 1 {
+        let _ = writeln!(
+            o,
+            "<div class=\"runs\" style=\"grid-template-columns:repeat({columns},1fr)\">"
+        );
+    }
     for s in summaries {
-        section(&mut o, s);
+        section(&mut o, s, &axes, width);
+    }
+    if columns > 1 {
+        o.push_str("</div>\n");
     }
     o.push_str("</body>\n</html>\n");
     o
@@ -62,7 +94,7 @@ pub fn write(path: &Path, summaries: &[Summary]) -> Result<(), BenchError> {
     })
 }
 
-fn section(o: &mut String, s: &Summary) {
+fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
     let _ = writeln!(o, "<section>\n<h2>{}</h2>", escape(&s.title));
     let causes = |map: &std::collections::BTreeMap<String, u64>| {
         if map.is_empty() {
@@ -143,41 +175,94 @@ fn section(o: &mut String, s: &Summary) {
             ),
         ),
     ];
-    o.push_str("<table>\n");
+    o.push_str("<div><table>\n");
     for (k, v) in rows {
         let _ = writeln!(o, "<tr><th>{k}</th><td>{v}</td></tr>");
     }
-    o.push_str("</table>\n");
-    let instances = if s.instances.is_empty() {
-        "no --metrics given: the total only".to_owned()
+    o.push_str("</table></div>\n");
+    figure(
+        o,
+        Some(chart::revisions_svg(s, axes, width)),
+        &revisions_caption(s),
+    );
+    figure(
+        o,
+        chart::rates_svg(s, axes, width),
+        &format!(
+            "<b>Evictions per second</b> (from the evacuators' counters, over a sliding {} s \
+             window) and <b>reconnects per second</b> (the clients' own count, over {} s){}. \
+             <b>Look for</b> evictions running flat at the dashed line while an old instance is \
+             evacuated, and reconnects following at the same height: the pace is kept and there \
+             is no storm. A spike far above the line (clipped, its peak written above it) is a \
+             reconnect storm.",
+            chart::EVICTION_WINDOW,
+            chart::RECONNECT_WINDOW,
+            if s.evict_rate.is_some() {
+                "; dashed: the configured connEvictRate"
+            } else {
+                " (give --evict-rate to draw the configured rate)"
+            }
+        ),
+    );
+    figure(
+        o,
+        chart::instances_svg(s, axes, width),
+        "<b>One panel per instance</b>, all on the same scale, the old set first, each set in name order; \
+         the number after each name is its connections at the end (\"gone\" once deleted). \
+         <b>Look for</b> each old instance draining to zero in an even slope, one after the \
+         other, and the new instances ending at equal heights: balanced.",
+    );
+    figure(
+        o,
+        Some(chart::histogram_svg(s, axes, width)),
+        "How many clients saw 0, 1, 2, … disconnects during the run. <b>Look for</b> every \
+         client at 1 (moved exactly once); a bar at 2 or more is clients cut again.",
+    );
+    o.push_str("</section>\n");
+}
+
+/// One chart with its caption; a note in its place when there is no data.
+fn figure(o: &mut String, svg: Option<String>, caption: &str) {
+    match svg {
+        Some(svg) => {
+            let _ = writeln!(
+                o,
+                "<figure>\n{svg}\n<figcaption>{caption}</figcaption>\n</figure>"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "<figure class=\"empty\"><p>No data for this chart: it needs --metrics \
+                 (the evacuators' Prometheus endpoints).</p></figure>"
+            );
+        }
+    }
+}
+
+fn revisions_caption(s: &Summary) -> String {
+    let end: Vec<String> = chart::end_by_group(s)
+        .iter()
+        .map(|(label, n)| format!("{} {}", escape(label), chart::thousands(*n as f64)))
+        .collect();
+    let at_end = if end.is_empty() {
+        String::new()
     } else {
-        s.instances
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let c = chart::instance_color(i);
-                format!(
-                    "<span><i class=\"swatch\" style=\"background:rgb({},{},{})\"></i>{}</span>",
-                    c.0,
-                    c.1,
-                    c.2,
-                    escape(name)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("")
+        format!(" At the end: {}.", end.join(", "))
     };
-    let _ = writeln!(
-        o,
-        "<figure>\n{}\n<figcaption class=\"legend\">Connections per instance (sampled every 100 ms \
-         from the evacuators' metrics) and clients connected in total. Instances: {instances}</figcaption>\n</figure>",
-        chart::connections_svg(s)
-    );
-    let _ = writeln!(
-        o,
-        "<figure>\n{}\n<figcaption>How many clients saw 0, 1, 2, … disconnects during the run.</figcaption>\n</figure>\n</section>",
-        chart::histogram_svg(s)
-    );
+    let what = if s.revisions.is_empty() {
+        "<b>Connections held by the instances</b> (sampled every 100 ms from the evacuators' \
+         metrics; they carry no revision label, so all instances are one band)"
+    } else {
+        "<b>Connections held by the old set (blue) and the new set (green)</b>, stacked \
+         (sampled every 100 ms from the evacuators' metrics)"
+    };
+    format!(
+        "{what}; the black line is the clients connected, by the bench's own count. \
+         <b>Look for</b> the old band shrinking in even slopes while the new one grows, and \
+         the black line staying flat on top: a dip is clients between a disconnect and their \
+         reconnect.{at_end}"
+    )
 }
 
 #[cfg(test)]
@@ -204,6 +289,8 @@ mod tests {
                     t,
                     connected: 1000 - if (2.0..2.5).contains(&t) { 10 } else { 0 },
                     per_instance,
+                    reconnects: Some(moved),
+                    evicted: Some(moved),
                 }
             })
             .collect();
@@ -216,47 +303,63 @@ mod tests {
         };
         agg.disconnect_causes
             .insert("server_disconnect:0x9c".into(), 1000);
-        Summary::build(
-            &ConnConfig::new("127.0.0.1", 1883, 1000),
-            Some("blue → green <upgrade>"),
-            agg,
-            timeline,
-            6.0,
-        )
+        let mut cfg = ConnConfig::new("127.0.0.1", 1883, 1000);
+        cfg.evict_rate = Some(333.0);
+        let mut s = Summary::build(&cfg, Some("blue → green <upgrade>"), agg, timeline, 6.0);
+        s.revisions = [("blue".into(), "v1".into()), ("green".into(), "v2".into())].into();
+        s
     }
 
     #[test]
-    fn report_is_self_contained_html_with_one_series_per_instance() {
+    fn report_is_self_contained_html_with_the_four_charts() {
         let s = upgrade();
         assert_eq!(s.instances, ["blue", "green"]);
         let html = render(&[s.clone(), s]);
         assert!(html.starts_with("<!DOCTYPE html>"));
-        assert_eq!(html.matches("<svg").count(), 4);
-        assert_eq!(html.matches("</svg>").count(), 4);
+        assert_eq!(html.matches("<svg").count(), 8);
+        assert_eq!(html.matches("</svg>").count(), 8);
         assert_eq!(html.matches("<section>").count(), 2);
+        assert!(
+            html.contains("grid-template-columns:repeat(2,1fr)"),
+            "side by side"
+        );
         assert!(
             !html.contains("http://") && !html.contains("https://"),
             "external reference"
         );
         assert!(html.contains("blue → green &lt;upgrade&gt;"));
-        // Legend entries inside the connections chart: total + 2 instances.
         let first_svg = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
-        for name in ["clients connected (total)", "blue", "green"] {
+        for name in [
+            "old set (revision v1)",
+            "new set (revision v2)",
+            "clients connected",
+        ] {
             assert!(
                 first_svg.contains(&format!(">\n{name}\n</text>")),
                 "no legend {name}"
             );
         }
-        // One line per series (each instance present in one contiguous
-        // run), plus its legend mark.
-        for color in ["#282828", "#1F77B4", "#FF7F0E"] {
-            let lines = first_svg
-                .split("<polyline")
-                .filter(|p| p.contains(&format!("stroke=\"{color}\"")))
-                .count();
-            assert_eq!(lines, 2, "series {color}");
-        }
+        assert!(html.contains("connEvictRate 333/s (configured)"));
+        assert!(html.contains("At the end: old set (revision v1) 0, new set (revision v2) 1,000."));
         assert!(html.contains("server DISCONNECT 0x9c (use another server) 1000"));
+    }
+
+    #[test]
+    fn without_metrics_the_instance_charts_say_why() {
+        let mut s = upgrade();
+        s.instances.clear();
+        s.revisions.clear();
+        for x in &mut s.timeline {
+            x.per_instance.clear();
+            x.evicted = None;
+        }
+        let html = render(&[s]);
+        assert!(!html.contains("class=\"wide\""), "one run: one column");
+        assert!(html.contains("it needs --metrics"));
+        // Revisions (total only), rates (reconnects), histogram.
+        assert_eq!(html.matches("<svg").count(), 3);
+        assert!(html.contains("reconnects/s (clients)"));
+        assert!(!html.contains("evictions/s"));
     }
 
     /// Writes the recorded upgrade's report; set `SLUICE_BENCH_REPORT_OUT`

@@ -22,5 +22,11 @@ pub fn read(path: &Path) -> Result<Summary, BenchError> {
         what: format!("reading {}", path.display()),
         source,
     })?;
-    Ok(serde_json::from_str(&text)?)
+    serde_json::from_str(&text).map_err(|e| BenchError::Flag {
+        flag: "RUN.json",
+        message: format!(
+            "{} is not a summary written by `sluice bench conn --json`: {e}",
+            path.display()
+        ),
+    })
 }

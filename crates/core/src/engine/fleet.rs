@@ -5,15 +5,16 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::types::{Action, Instance, Phase, Spec, Status, TrafficSwitch};
+use super::types::{Action, Instance, Load, Phase, Spec, Status, TrafficSwitch};
 use crate::spec::{EvacuationStrategy, StrategyType};
+use crate::time::Timestamp;
 
 /// Everything one convergence round looks at.
 pub(super) struct Ctx<'a> {
     pub spec: &'a Spec,
     pub instances: &'a [Instance],
     pub last: Option<&'a Status>,
-    pub now: Duration,
+    pub now: Timestamp,
     /// The revision the fleet converges to: the spec's, or during an abort the
     /// status' `currentRevision`.
     pub target: &'a str,
@@ -63,7 +64,8 @@ impl<'a> Fleet<'a> {
             (
                 Reverse(i.evacuating() || prev.contains(&i.name.as_str())),
                 Reverse(!i.ready),
-                i.connections,
+                // Unknown counts as most connected: kept, never picked as extra.
+                i.connections().unwrap_or(u64::MAX),
                 Reverse(i.created_at),
                 Reverse(i.name.as_str()),
             )
@@ -166,7 +168,7 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
         acts.delete(k);
     }
     for _ in 0..plan.create {
-        acts.create(ctx.target);
+        acts.create(&ctx.spec.name, ctx.target);
     }
     // Targets first, so that at the switch the serving set never runs empty.
     for t in &fleet.keep {
@@ -195,12 +197,22 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
         max_active: plan.max_active,
         pause: plan.hold || serving < plan.floor,
     };
+    let mut recipients: Vec<String> = fleet
+        .keep
+        .iter()
+        .filter(|i| i.ready && acts.serving(i))
+        .map(|i| i.name.clone())
+        .collect();
+    recipients.sort();
     let retired = retire(
         &mut acts,
         candidates,
         &policy,
         &prev_evacuations(ctx),
-        &ctx.spec.strategy.evacuation_strategy,
+        &Evacuation {
+            strategy: &ctx.spec.strategy.evacuation_strategy,
+            migrate_to: &recipients,
+        },
     );
     let wanted = fleet.keep.len() + plan.create;
     let ready = fleet.ready();
@@ -234,6 +246,12 @@ pub(super) fn converge(ctx: &Ctx<'_>) -> Outcome {
     }
 }
 
+/// How [`retire`] evacuates: the pace, and who receives the clients.
+struct Evacuation<'a> {
+    strategy: &'a EvacuationStrategy,
+    migrate_to: &'a [String],
+}
+
 /// Limits for [`retire`].
 struct Policy {
     /// How many ready, serving instances may still be taken out of serving.
@@ -255,7 +273,8 @@ struct Retired {
 /// Candidates go in this order: evacuating now, paused earlier (in the last status'
 /// `evacuations`), then old before extra, most connections first, then by name.
 /// A candidate that is done (evacuation `prohibiting` with no connection) or idle
-/// (not serving, nothing held) is deleted, whatever the limits. Otherwise, unless
+/// (not serving, nothing held) is deleted, whatever the limits. One whose load is
+/// unknown is left alone (see [`Load::Unknown`]). Otherwise, unless
 /// paused, up to `max_active` evacuate: a running one keeps running, the next one is
 /// taken out of serving and its evacuation started, as long as taking it out keeps
 /// `floor` instances serving. When paused, running evacuations are stopped and the
@@ -265,7 +284,7 @@ fn retire(
     mut candidates: Vec<(&Instance, bool)>,
     policy: &Policy,
     prev: &[&str],
-    evacuation: &EvacuationStrategy,
+    evacuation: &Evacuation<'_>,
 ) -> Retired {
     let started_before = |i: &Instance| i.evacuating() || prev.contains(&i.name.as_str());
     candidates.sort_by_key(|(i, extra)| {
@@ -273,7 +292,7 @@ fn retire(
             Reverse(i.evacuating()),
             Reverse(started_before(i)),
             *extra,
-            Reverse(i.connections),
+            Reverse(i.connections().unwrap_or(u64::MAX)),
             i.name.as_str(),
         )
     });
@@ -289,6 +308,20 @@ fn retire(
             continue;
         }
         out.remaining += 1;
+        if inst.unknown().is_some() {
+            // Nobody knows what it holds: never deleted, nothing started on it.
+            // One whose evacuation was started keeps its slot, so no second one
+            // starts beside it; a pause still stops it (stopping is harmless).
+            if started_before(inst) {
+                if policy.pause {
+                    acts.stop(inst);
+                } else {
+                    out.running.push(inst.name.clone());
+                }
+                out.evacuations.push(inst.name.clone());
+            }
+            continue;
+        }
         let held = policy.pause || out.running.len() >= policy.max_active;
         if held {
             if inst.evacuating() {
@@ -300,7 +333,7 @@ fn retire(
             let cost = usize::from(inst.ready && acts.serving(inst));
             if cost <= budget {
                 budget -= cost;
-                if inst.connections == 0 && inst.sessions == 0 {
+                if inst.load == Load::EMPTY {
                     // Nothing to evict: out of serving now, deleted once idle.
                     acts.set_serving(inst, false);
                 } else {
@@ -349,9 +382,9 @@ impl Actions {
         }
     }
 
-    fn create(&mut self, revision: &str) {
+    fn create(&mut self, set: &str, revision: &str) {
         let name = (0..)
-            .map(|index| instance_name(revision, index))
+            .map(|index| instance_name(set, revision, index))
             .find(|n| !self.names.contains(n))
             .unwrap_or_default();
         self.names.insert(name.clone());
@@ -361,11 +394,12 @@ impl Actions {
         });
     }
 
-    fn start(&mut self, i: &Instance, evacuation: &EvacuationStrategy) {
+    fn start(&mut self, i: &Instance, evacuation: &Evacuation<'_>) {
         self.set_serving(i, false);
         self.list.push(Action::StartEvacuation {
             name: i.name.clone(),
-            evacuation: evacuation.clone(),
+            evacuation: evacuation.strategy.clone(),
+            migrate_to: evacuation.migrate_to.to_vec(),
         });
     }
 
@@ -382,18 +416,33 @@ impl Actions {
     }
 }
 
-/// The name the engine gives instance `index` of `revision`:
-/// `{prefix}-{index}`, where the prefix is the revision's first 10 characters
-/// turned into a DNS label (lowercase letters, digits, `-`; `rev` if none is left).
-/// New instances take the lowest index whose name is free.
-pub fn instance_name(revision: &str, index: usize) -> String {
-    let prefix: String = revision
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(10)
-        .collect();
-    let prefix = prefix.trim_matches('-');
-    let prefix = if prefix.is_empty() { "rev" } else { prefix };
-    format!("{prefix}-{index}")
+/// The name the engine gives instance `index` of `revision` in the set `set`:
+/// `{set}-{revision prefix}-{index}`, each part turned into DNS label characters
+/// (lowercase letters, digits, `-`): the revision prefix is its first 10
+/// characters (`rev` if none is left), the set's name is cut so that the whole
+/// fits in 63 characters (a DNS label, as a pod's hostname must). Two sets with
+/// the same template never collide; new instances take the lowest free index.
+pub fn instance_name(set: &str, revision: &str, index: usize) -> String {
+    let label = |s: &str, max: usize| -> String {
+        let cleaned: String = s
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(max)
+            .collect();
+        cleaned.trim_matches('-').to_owned()
+    };
+    let revision = label(revision, 10);
+    let revision = if revision.is_empty() {
+        "rev".to_owned()
+    } else {
+        revision
+    };
+    let tail = format!("{revision}-{index}");
+    let set = label(set, 63usize.saturating_sub(tail.len() + 1));
+    if set.is_empty() {
+        tail
+    } else {
+        format!("{set}-{tail}")
+    }
 }

@@ -148,11 +148,12 @@ use std::time::Duration;
 pub use fleet::instance_name;
 pub use types::{
     AVAILABLE, Action, Condition, ConditionStatus, Decision, EvacuationState, EvacuationStats,
-    Instance, NodeEvacuationStatus, Observed, PROGRESSING, Phase, Spec, Status, TrafficSwitch,
-    reason,
+    INSTANCES_KNOWN, Instance, Load, NodeEvacuationStatus, Observed, PROGRESSING, Phase, Spec,
+    Status, TrafficSwitch, reason,
 };
 
 use crate::spec::StrategyType;
+use crate::time::Timestamp;
 use fleet::{Ctx, Outcome, converge};
 
 /// How long to wait before looking again when nothing moves.
@@ -162,9 +163,7 @@ pub const REQUEUE_ACTIVE: Duration = Duration::from_secs(1);
 
 /// Decides what to do now. Pure and deterministic: the same arguments give the same
 /// decision, and the returned status is all it needs to continue next time.
-pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
-    // Millisecond resolution, so that every time the status stores reads back exactly.
-    let now = Duration::from_millis(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
+pub fn decide(spec: &Spec, observed: &Observed, now: Timestamp) -> Decision {
     let last = observed.last_status.as_ref();
     let instances = observed.instances.as_slice();
     let current = last
@@ -244,7 +243,7 @@ pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
     let mut node_evacuations_status: Vec<_> = live
         .iter()
         .filter(|i| i.evacuating())
-        .filter_map(|i| i.evacuation.clone())
+        .filter_map(|i| i.evacuation().cloned())
         .collect();
     node_evacuations_status.sort_by(|a, b| a.node.cmp(&b.node));
 
@@ -266,9 +265,10 @@ pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
             now,
         ),
         progressing(last, phase, abort.as_deref(), &out, target, spec, now),
+        instances_known(last, &live, now),
     ];
 
-    let at_rest = matches!(phase, Phase::Stable | Phase::Aborted)
+    let at_rest = phase.at_rest()
         && out.actions.is_empty()
         && live.len() == usize::try_from(spec.replicas).unwrap_or(0)
         && live.iter().all(|i| i.ready && i.serving);
@@ -280,6 +280,7 @@ pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
     };
 
     let status = Status {
+        observed_generation: spec.generation,
         phase,
         current_revision,
         update_revision: spec.revision.clone(),
@@ -297,6 +298,7 @@ pub fn decide(spec: &Spec, observed: &Observed, now: Duration) -> Decision {
     };
     Decision {
         actions: out.actions,
+        clear_abort_request: observed.abort_requested && phase.at_rest(),
         status,
         requeue_after,
     }
@@ -334,7 +336,7 @@ fn progressing(
     out: &Outcome,
     target: &str,
     spec: &Spec,
-    now: Duration,
+    now: Timestamp,
 ) -> Condition {
     let (ok, why, message) = match (abort, phase) {
         (Some(why), Phase::Aborted) => (
@@ -412,6 +414,37 @@ fn progressing(
     condition(last, PROGRESSING, ok, why, message, now)
 }
 
+/// The `InstancesKnown` condition: `False` while some live instance's evacuator
+/// could not be read, naming each and why.
+fn instances_known(last: Option<&Status>, live: &[&Instance], now: Timestamp) -> Condition {
+    let unknown: Vec<String> = live
+        .iter()
+        .filter_map(|i| Some(format!("{} ({})", i.name, i.unknown()?)))
+        .collect();
+    if unknown.is_empty() {
+        return condition(
+            last,
+            INSTANCES_KNOWN,
+            true,
+            reason::ALL_INSTANCES_KNOWN,
+            format!("{} instances observed", live.len()),
+            now,
+        );
+    }
+    condition(
+        last,
+        INSTANCES_KNOWN,
+        false,
+        reason::EVACUATOR_UNKNOWN,
+        format!(
+            "waiting: the evacuator of {} could not be read; such an instance is not \
+             deleted and no evacuation starts on it until it answers",
+            unknown.join(", ")
+        ),
+        now,
+    )
+}
+
 fn running(out: &Outcome) -> String {
     if out.running.is_empty() {
         "nothing".to_owned()
@@ -427,7 +460,7 @@ fn condition(
     ok: bool,
     why: &str,
     message: String,
-    now: Duration,
+    now: Timestamp,
 ) -> Condition {
     let status = if ok {
         ConditionStatus::True

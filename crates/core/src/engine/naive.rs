@@ -20,6 +20,8 @@ pub(super) fn plan(ctx: &Ctx<'_>, fleet: &Fleet<'_>) -> Plan {
         .iter()
         .chain(fleet.surplus.iter())
         .copied()
+        // Even Naive does not delete what it cannot see.
+        .filter(|i| i.unknown().is_none())
         .collect();
     // Not ready first (nobody is cut), then the newest, then the highest name
     // (StatefulSets go from the highest ordinal down).

@@ -1,10 +1,9 @@
 //! The engine's inputs and outputs: what a platform observes, the actions it
 //! applies, and the status it publishes (the `GracefulSet` CRD status on Kubernetes).
 //!
-//! Times are [`Duration`]s since an origin the platform picks (the UNIX epoch on
-//! Kubernetes, the supervisor's start locally). In JSON they are seconds as a number
-//! with millisecond resolution; the engine only ever stores millisecond-aligned
-//! times, so a status survives a JSON round trip exactly.
+//! Times are absolute [`Timestamp`]s (milliseconds since the UNIX epoch, RFC 3339
+//! in JSON, as Kubernetes conditions carry them); the platform passes `now` in.
+//! Durations (`requeueAfter`) are seconds as a JSON number.
 
 use std::time::Duration;
 
@@ -12,11 +11,19 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{EvacuationStrategy, UpdateStrategy};
+use crate::time::Timestamp;
 
 /// What the user asked for: how many instances of which revision, and how to get there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
+    /// The set's name (the fleet's, the `GracefulSet`'s): every instance name
+    /// starts with it, so two sets with the same template never collide.
+    pub name: String,
+    /// Bumped by the platform whenever the spec changes (Kubernetes'
+    /// `metadata.generation`); echoed as the status' `observedGeneration`.
+    #[serde(default)]
+    pub generation: i64,
     /// Desired number of instances (a negative number is treated as 0).
     pub replicas: i32,
     /// The desired revision: a hash of the instance template and version. Any change
@@ -36,8 +43,9 @@ pub struct Observed {
     #[serde(default)]
     pub last_status: Option<Status>,
     /// The user asked to abort the update in progress (an annotation, a control API
-    /// call). Level-triggered: platforms clear it once the status shows `Aborted`,
-    /// otherwise it also aborts the next update.
+    /// call). Level-triggered: platforms clear it when a decision says so
+    /// ([`Decision::clear_abort_request`]), otherwise it also aborts the next
+    /// update.
     #[serde(default)]
     pub abort_requested: bool,
 }
@@ -51,20 +59,15 @@ pub struct Instance {
     /// The revision it runs.
     pub revision: String,
     /// When it was created.
-    #[serde(with = "secs")]
-    pub created_at: Duration,
+    pub created_at: Timestamp,
     /// Passes its readiness probe.
     pub ready: bool,
     /// Member of the serving set: the front (or Service) sends new connections to
     /// instances that are `ready` and `serving`. New instances start not serving.
     pub serving: bool,
-    /// Connections it holds now.
-    pub connections: u64,
-    /// Sessions it holds now (MQTT persistent sessions; 0 for stateless protocols).
-    pub sessions: u64,
-    /// Its evacuator's report, `None` when no evacuation runs (or `state: disabled`).
-    #[serde(default)]
-    pub evacuation: Option<NodeEvacuationStatus>,
+    /// What its evacuator reported: connections, sessions, evacuation — or that
+    /// it could not be read, which is never read as "empty".
+    pub load: Load,
     /// The process exited or the pod failed: it will never serve again.
     #[serde(default)]
     pub failed: bool,
@@ -76,7 +79,7 @@ impl Instance {
     pub fn new(
         name: impl Into<String>,
         revision: impl Into<String>,
-        created_at: Duration,
+        created_at: Timestamp,
     ) -> Instance {
         Instance {
             name: name.into(),
@@ -84,30 +87,121 @@ impl Instance {
             created_at,
             ready: false,
             serving: false,
-            connections: 0,
-            sessions: 0,
-            evacuation: None,
+            load: Load::EMPTY,
             failed: false,
         }
     }
 
-    /// Its evacuator runs: it reports a state other than `disabled`.
+    /// Connections it holds now; `None` when unknown.
+    pub fn connections(&self) -> Option<u64> {
+        self.load.connections()
+    }
+
+    /// Its evacuator's report while an evacuation runs; `None` when none runs or
+    /// when unknown.
+    pub fn evacuation(&self) -> Option<&NodeEvacuationStatus> {
+        match &self.load {
+            Load::Known { evacuation, .. } => evacuation.as_ref(),
+            Load::Unknown { .. } => None,
+        }
+    }
+
+    /// Why its evacuator could not be read, when it could not.
+    pub fn unknown(&self) -> Option<&str> {
+        match &self.load {
+            Load::Known { .. } => None,
+            Load::Unknown { reason } => Some(reason),
+        }
+    }
+
+    /// Its evacuator runs: it reports a state other than `disabled`. (Unknown:
+    /// false; the engine then goes by the status' `evacuations`.)
     pub fn evacuating(&self) -> bool {
-        self.evacuation
-            .as_ref()
+        self.evacuation()
             .is_some_and(|e| e.state != EvacuationState::Disabled)
     }
 
     /// Its evacuation is finished: `prohibiting` with no connection left.
     pub fn evacuated(&self) -> bool {
-        self.evacuation.as_ref().is_some_and(|e| {
+        self.evacuation().is_some_and(|e| {
             e.state == EvacuationState::Prohibiting && e.stats.current_connected == 0
         })
     }
 
-    /// Not serving and holding nothing: deleting it disconnects nobody.
+    /// Not serving and known to hold nothing: deleting it disconnects nobody.
     pub fn idle(&self) -> bool {
-        !self.serving && self.connections == 0 && self.sessions == 0
+        !self.serving
+            && matches!(
+                self.load,
+                Load::Known {
+                    connections: 0,
+                    sessions: 0,
+                    ..
+                }
+            )
+    }
+}
+
+/// What an instance holds, as its evacuator reported it — or that nobody knows.
+///
+/// `Unknown` is not zero: an instance whose evacuator could not be read (no
+/// answer, an error status, a body that does not parse) may hold every one of
+/// its clients. The engine never deletes it (unless it `failed`: the process or
+/// pod is gone) and never starts an evacuation on it; it says so in the
+/// `InstancesKnown` condition and waits until the evacuator answers again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "load",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Load {
+    /// The evacuator answered.
+    Known {
+        /// Connections it holds now.
+        connections: u64,
+        /// Sessions it holds now (MQTT persistent sessions; 0 for stateless
+        /// protocols).
+        sessions: u64,
+        /// Its evacuator's report, `None` when no evacuation runs (`disabled`).
+        #[serde(default)]
+        evacuation: Option<NodeEvacuationStatus>,
+    },
+    /// The evacuator could not be read this time.
+    Unknown {
+        /// Why, for the condition that names the instance.
+        reason: String,
+    },
+}
+
+impl Load {
+    /// Known to hold nothing, no evacuation (a new instance).
+    pub const EMPTY: Load = Load::Known {
+        connections: 0,
+        sessions: 0,
+        evacuation: None,
+    };
+
+    /// The evacuator answered.
+    pub fn known(&self) -> bool {
+        matches!(self, Load::Known { .. })
+    }
+
+    /// Connections held; `None` when unknown.
+    pub fn connections(&self) -> Option<u64> {
+        match self {
+            Load::Known { connections, .. } => Some(*connections),
+            Load::Unknown { .. } => None,
+        }
+    }
+
+    /// Known, from an evacuator's report (`disabled` reads as no evacuation).
+    pub fn from_report(report: NodeEvacuationStatus) -> Load {
+        Load::Known {
+            connections: report.stats.current_connected,
+            sessions: report.stats.current_sessions,
+            evacuation: (report.state != EvacuationState::Disabled).then_some(report),
+        }
     }
 }
 
@@ -144,6 +238,11 @@ pub enum Action {
         name: String,
         /// Rates and waits.
         evacuation: EvacuationStrategy,
+        /// The instances that receive its clients: the target revision's ready,
+        /// serving instances, by name (EMQX's `migrate_to`). Platforms whose
+        /// evacuator moves sessions pass it on; new connections go there anyway
+        /// (see [`Status::target_revision`]).
+        migrate_to: Vec<String>,
     },
     /// Stop the instance's evacuator (also a pause: the instance stays out of serving
     /// and keeps the connections it still has).
@@ -185,6 +284,11 @@ pub struct Decision {
     /// Call again after this long at the latest (sooner on any event).
     #[serde(with = "secs")]
     pub requeue_after: Duration,
+    /// The abort request ([`Observed::abort_requested`]) is dealt with (the fleet
+    /// is at rest): clear it — remove the annotation, reset the flag — so that it
+    /// does not abort the next update.
+    #[serde(default)]
+    pub clear_abort_request: bool,
 }
 
 /// Where the fleet is. `Stable` and `Aborted` are at rest; the others move.
@@ -212,11 +316,21 @@ pub enum Phase {
     Aborted,
 }
 
+impl Phase {
+    /// `Stable` or `Aborted`: no update moves (there is nothing to abort).
+    pub fn at_rest(self) -> bool {
+        matches!(self, Phase::Stable | Phase::Aborted)
+    }
+}
+
 /// The published status. Besides counts and conditions it carries the few facts
 /// the engine needs to stay stateless (times, the evacuation order).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Status {
+    /// The spec's `generation` this status was decided from (Kubernetes'
+    /// `observedGeneration`).
+    pub observed_generation: i64,
     /// Where the fleet is.
     pub phase: Phase,
     /// The revision the fleet was last entirely on (the one an abort returns to).
@@ -234,24 +348,22 @@ pub struct Status {
     /// Of those, ready.
     pub updated_ready_replicas: i32,
     /// When the update to `updateRevision` started.
-    #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<f64>")]
-    pub update_started_at: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_started_at: Option<Timestamp>,
     /// BlueGreen: when new connections were switched to which revision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_switch: Option<TrafficSwitch>,
     /// Since when the update waits for new instances to become ready with nothing
     /// else moving; `progressDeadlineSeconds` counts from here.
-    #[serde(with = "opt_secs", skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<f64>")]
-    pub waiting_since: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
     /// Instances whose evacuation the engine started and which still exist; a
     /// paused one is resumed before any other is started.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evacuations: Vec<String>,
     /// The running evacuations as their evacuators report them (EMQX's shape).
     pub node_evacuations_status: Vec<NodeEvacuationStatus>,
-    /// `Available` and `Progressing`, Kubernetes style.
+    /// `Available`, `Progressing` and `InstancesKnown`, Kubernetes style.
     pub conditions: Vec<Condition>,
 }
 
@@ -280,9 +392,7 @@ pub struct TrafficSwitch {
     /// The revision that serves since.
     pub revision: String,
     /// When.
-    #[serde(with = "secs")]
-    #[schemars(with = "f64")]
-    pub at: Duration,
+    pub at: Timestamp,
 }
 
 /// Condition type: enough instances serve (BlueGreen: `replicas`; Rolling:
@@ -290,6 +400,9 @@ pub struct TrafficSwitch {
 pub const AVAILABLE: &str = "Available";
 /// Condition type: the update moves (`True`) or was abandoned (`False`).
 pub const PROGRESSING: &str = "Progressing";
+/// Condition type: every live instance's evacuator could be read (`True`), or
+/// some could not (`False`, the message names them and why).
+pub const INSTANCES_KNOWN: &str = "InstancesKnown";
 
 /// The `reason`s of the engine's conditions.
 pub mod reason {
@@ -315,13 +428,18 @@ pub mod reason {
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     /// `Progressing=False`: the user aborted the update.
     pub const USER_ABORTED: &str = "UserAborted";
+    /// `InstancesKnown=True`.
+    pub const ALL_INSTANCES_KNOWN: &str = "AllInstancesKnown";
+    /// `InstancesKnown=False`: some instance's evacuator could not be read; it is
+    /// kept (not deleted) and the update waits for it.
+    pub const EVACUATOR_UNKNOWN: &str = "EvacuatorUnknown";
 }
 
 /// A Kubernetes-style condition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// [`AVAILABLE`] or [`PROGRESSING`].
+    /// [`AVAILABLE`], [`PROGRESSING`] or [`INSTANCES_KNOWN`].
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
@@ -331,9 +449,7 @@ pub struct Condition {
     /// For humans.
     pub message: String,
     /// When `status` last changed.
-    #[serde(with = "secs")]
-    #[schemars(with = "f64")]
-    pub last_transition_time: Duration,
+    pub last_transition_time: Timestamp,
 }
 
 /// A condition's truth value, spelled as Kubernetes does.
@@ -387,10 +503,15 @@ pub struct EvacuationStats {
     pub initial_sessions: u64,
     /// Sessions now.
     pub current_sessions: u64,
+    /// Connections the evacuator has asked to leave since it started (a
+    /// counter; not in EMQX's shape, so `None` when the evacuator does not
+    /// say). `sluice up` republishes it for the bench's eviction-rate chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted_connections: Option<u64>,
 }
 
 /// The states of an evacuation, EMQX's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EvacuationState {
     /// Still accepting, so load balancers notice it leaves (`waitHealthCheck`).
@@ -404,7 +525,42 @@ pub enum EvacuationState {
     /// Done: refuses new connections, holds nothing; ready to be deleted.
     Prohibiting,
     /// No evacuation.
+    #[default]
     Disabled,
+}
+
+impl EvacuationState {
+    /// Every state, in the order an evacuation moves through them (`disabled`
+    /// first), e.g. for a metric with one series per state.
+    pub const ALL: [EvacuationState; 6] = [
+        EvacuationState::Disabled,
+        EvacuationState::WaitingHealthCheck,
+        EvacuationState::EvictingConns,
+        EvacuationState::WaitingTakeover,
+        EvacuationState::EvictingSessions,
+        EvacuationState::Prohibiting,
+    ];
+
+    /// EMQX's spelling (the serde name), e.g. for a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvacuationState::Disabled => "disabled",
+            EvacuationState::WaitingHealthCheck => "waiting_health_check",
+            EvacuationState::EvictingConns => "evicting_conns",
+            EvacuationState::WaitingTakeover => "waiting_takeover",
+            EvacuationState::EvictingSessions => "evicting_sessions",
+            EvacuationState::Prohibiting => "prohibiting",
+        }
+    }
+
+    /// New connections are still let through: no evacuation, or one still
+    /// waiting for load balancers to notice (EMQX's semantics).
+    pub fn accepts(self) -> bool {
+        matches!(
+            self,
+            EvacuationState::Disabled | EvacuationState::WaitingHealthCheck
+        )
+    }
 }
 
 /// `Duration` as seconds (a JSON number), millisecond resolution.
@@ -423,7 +579,7 @@ pub(crate) mod secs {
 
     /// Rounds to the millisecond, so that a value written by the engine reads back
     /// exactly.
-    pub(crate) fn from_f64(seconds: f64) -> Result<Duration, String> {
+    fn from_f64(seconds: f64) -> Result<Duration, String> {
         let millis = (seconds * 1000.0).round();
         if !(0.0..=1e15).contains(&millis) {
             return Err(format!(
@@ -431,28 +587,5 @@ pub(crate) mod secs {
             ));
         }
         Ok(Duration::from_millis(millis as u64))
-    }
-}
-
-/// `Option<Duration>` as seconds or absent.
-pub(crate) mod opt_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<f64>::deserialize(d)?
-            .map(super::secs::from_f64)
-            .transpose()
-            .map_err(D::Error::custom)
     }
 }

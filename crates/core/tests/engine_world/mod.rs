@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use sluice_core::engine::{
-    Action, Decision, EvacuationState, EvacuationStats, Instance, NodeEvacuationStatus, Observed,
-    Phase, Spec, Status, decide,
+    Action, Decision, EvacuationState, EvacuationStats, Instance, Load, NodeEvacuationStatus,
+    Observed, Phase, Spec, Status, decide,
 };
 use sluice_core::rolling::Budget;
 use sluice_core::spec::{EvacuationStrategy, StrategyType, UpdateStrategy};
+use sluice_core::time::Timestamp;
 
 /// One step of the fake clock.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -54,6 +55,9 @@ pub struct Sim {
     pub evac_starts: u32,
     /// Peak connection count, to tell "had clients" from "empty".
     pub peak: usize,
+    /// Its evacuator cannot be read (answers 500 or garbage): reported as
+    /// unknown, calls to it fail; it keeps running (and evacuating) meanwhile.
+    pub blind: bool,
 }
 
 /// A client and what happened to it.
@@ -123,6 +127,8 @@ impl World {
             now: Duration::ZERO,
             tick: 0,
             spec: Spec {
+                name: "w".into(),
+                generation: 1,
                 replicas,
                 revision: "blue".into(),
                 strategy,
@@ -165,6 +171,11 @@ impl World {
             i.sessions = sessions;
         }
         w
+    }
+
+    /// `now` as the absolute time the engine is given.
+    pub fn clock(&self) -> Timestamp {
+        Timestamp::EPOCH + self.now
     }
 
     /// The last published status.
@@ -239,7 +250,7 @@ impl World {
             return false;
         };
         let s: Status = serde_json::from_str(json).unwrap();
-        matches!(s.phase, Phase::Stable | Phase::Aborted)
+        s.phase.at_rest()
             && self.last.as_ref().is_some_and(|d| d.actions.is_empty())
             && self.instances.len() == usize::try_from(self.spec.replicas).unwrap()
             && self.instances.values().all(|i| {
@@ -293,6 +304,13 @@ impl World {
         }
     }
 
+    /// Its evacuator stops (or starts again) answering properly.
+    pub fn blind(&mut self, name: &str, blind: bool) {
+        if let Some(inst) = self.instances.get_mut(name) {
+            inst.blind = blind;
+        }
+    }
+
     /// The instance fails: it stops being ready, its clients are dropped and
     /// reconnect, its evacuator and sessions are gone.
     pub fn fail(&mut self, name: &str) {
@@ -333,8 +351,8 @@ impl World {
         self.advance();
 
         let observed = self.observe();
-        let decision = decide(&self.spec, &observed, self.now);
-        if decide(&self.spec, &observed, self.now) != decision {
+        let decision = decide(&self.spec, &observed, self.clock());
+        if decide(&self.spec, &observed, self.clock()) != decision {
             self.violate("decide is not deterministic".into());
         }
         let json = serde_json::to_string(&decision.status).unwrap();
@@ -354,6 +372,9 @@ impl World {
             && self.reasons.last() != Some(&p.reason)
         {
             self.reasons.push(p.reason.clone());
+        }
+        if decision.clear_abort_request {
+            self.abort = false;
         }
         self.status_json = Some(json);
         self.last = Some(decision);
@@ -394,8 +415,14 @@ impl World {
                 decision.actions
             ));
         }
-        // Below the floor, nothing is evicted.
-        if after < floor && !self.evacuating().is_empty() {
+        // Below the floor, nothing is evicted (except by an evacuator that cannot
+        // be reached to be stopped).
+        let reachable: Vec<String> = self
+            .evacuating()
+            .into_iter()
+            .filter(|n| !self.instances[n].blind)
+            .collect();
+        if after < floor && !reachable.is_empty() {
             self.violate(format!(
                 "{after} serving < floor {floor}, yet evacuating {:?}",
                 self.evacuating()
@@ -451,11 +478,31 @@ impl World {
                     evac: None,
                     evac_starts: 0,
                     peak: 0,
+                    blind: false,
                 },
             );
             return;
         }
         let now = self.now;
+        if let Some(inst) = self.instances.get(&name).filter(|i| i.blind) {
+            let failed = inst.failed;
+            match action {
+                Action::StartEvacuation { .. } => {
+                    self.violate(format!("evacuation of {name} started while unknown"));
+                }
+                Action::Delete { .. } if !failed => {
+                    self.violate(format!("deleted {name} while its load is unknown"));
+                }
+                _ => {}
+            }
+            if matches!(
+                action,
+                Action::StartEvacuation { .. } | Action::StopEvacuation { .. }
+            ) {
+                // The call fails: the evacuator does not answer properly.
+                return;
+            }
+        }
         let Some(inst) = self.instances.get_mut(&name) else {
             self.violate(format!("{action:?} on a missing instance"));
             return;
@@ -640,31 +687,46 @@ impl World {
 
 /// An instance as a platform reports it.
 pub fn report(i: &Sim) -> Instance {
+    let load = if i.blind && !i.failed {
+        Load::Unknown {
+            reason: "GET /evacuation answered 500".into(),
+        }
+    } else {
+        Load::Known {
+            connections: i.clients.len() as u64,
+            sessions: i.sessions,
+            evacuation: evacuation(i),
+        }
+    };
     Instance {
         name: i.name.clone(),
         revision: i.revision.clone(),
-        created_at: i.created_at,
+        created_at: Timestamp::EPOCH + i.created_at,
         ready: i.ready,
         serving: i.serving,
-        connections: i.clients.len() as u64,
-        sessions: i.sessions,
-        evacuation: i.evac.as_ref().map(|e| NodeEvacuationStatus {
-            node: i.name.clone(),
-            state: e.state,
-            stats: EvacuationStats {
-                initial_connected: e.initial_connected,
-                current_connected: i.clients.len() as u64,
-                initial_sessions: e.initial_sessions,
-                current_sessions: i.sessions,
-            },
-            connection_eviction_rate: u64::try_from(e.strategy.conn_evict_rate).unwrap(),
-            session_eviction_rate: u64::try_from(e.strategy.sess_evict_rate).unwrap(),
-            connection_goal: None,
-            session_goal: None,
-            session_recipients: Vec::new(),
-        }),
+        load,
         failed: i.failed,
     }
+}
+
+/// Its evacuator's report, while one runs.
+fn evacuation(i: &Sim) -> Option<NodeEvacuationStatus> {
+    i.evac.as_ref().map(|e| NodeEvacuationStatus {
+        node: i.name.clone(),
+        state: e.state,
+        stats: EvacuationStats {
+            initial_connected: e.initial_connected,
+            current_connected: i.clients.len() as u64,
+            initial_sessions: e.initial_sessions,
+            current_sessions: i.sessions,
+            evicted_connections: None,
+        },
+        connection_eviction_rate: u64::try_from(e.strategy.conn_evict_rate).unwrap(),
+        session_eviction_rate: u64::try_from(e.strategy.sess_evict_rate).unwrap(),
+        connection_goal: None,
+        session_goal: None,
+        session_recipients: Vec::new(),
+    })
 }
 
 /// Every instance ready after `d`, whatever its revision.

@@ -49,6 +49,7 @@ pub struct Fleet {
     #[schemars(with = "String")]
     pub listen: SocketAddr,
     /// What the clients speak; decides how a connection is evicted gracefully.
+    /// Part of the revision: changing it is an upgrade.
     #[serde(default)]
     pub protocol: Protocol,
     /// The program each instance runs.
@@ -75,6 +76,20 @@ pub enum Protocol {
     /// Any TCP protocol: an evicted connection is closed.
     #[default]
     Tcp,
+    /// HTTP/1.x, WebSocket, HTTP/2 cleartext and gRPC: evicted between
+    /// exchanges (`Connection: close`, a Close frame, a two-phase GOAWAY).
+    Http,
+}
+
+impl Protocol {
+    /// The spelling of the file and of `sluice proxy --protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Mqtt => "mqtt",
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+        }
+    }
 }
 
 /// The source text and its name, kept to point errors at lines.
@@ -136,19 +151,24 @@ impl Fleet {
     }
 
     /// The revision of what instances run: the first 10 hex digits of the 64-bit
-    /// FNV-1a hash of the canonical JSON of `{"app": …, "version": …}`. Stable
-    /// across processes, machines and Rust versions; changes whenever `app` or
-    /// `version` does, and only then.
+    /// FNV-1a hash of the canonical JSON of `{"app": …, "protocol": …,
+    /// "version": …}`. Stable across processes, machines and Rust versions;
+    /// changes whenever `app`, `protocol` or `version` does, and only then.
+    /// `protocol` is in it because each instance's evacuator is started with it:
+    /// a changed protocol must replace every instance (an upgrade), never leave
+    /// old instances evicting the old way beside new ones.
     pub fn revision(&self) -> String {
         #[derive(Serialize)]
         struct Revisioned<'a> {
             app: &'a App,
+            protocol: Protocol,
             version: &'a str,
         }
         // Serializing the typed struct (not a `serde_json::Value`) fixes the key
         // order: declaration order for structs, sorted for `env` (a BTreeMap).
         let canonical = serde_json::to_string(&Revisioned {
             app: &self.app,
+            protocol: self.protocol,
             version: &self.version,
         })
         .unwrap_or_default();

@@ -29,6 +29,8 @@ fn minimal_file_gets_the_defaults() {
     assert_eq!(f.replicas, 1);
     assert_eq!(f.listen, "127.0.0.1:1883".parse::<SocketAddr>().unwrap());
     assert_eq!(f.protocol, Protocol::Tcp);
+    let http = parse(&MINIMAL.replace("name: demo", "name: demo\nprotocol: http")).unwrap();
+    assert_eq!(http.protocol.as_str(), "http");
     assert_eq!(f.version, "");
     assert_eq!(f.update_strategy, UpdateStrategy::default());
     assert_eq!(f.app.readiness, Readiness::Tcp(TcpProbe {}));
@@ -119,7 +121,7 @@ updateStrategy:
 }
 
 #[test]
-fn revision_is_stable_and_follows_app_and_version_only() {
+fn revision_is_stable_and_follows_app_protocol_and_version_only() {
     let f = parse(MINIMAL).unwrap();
     let r = f.revision();
     assert_eq!(r.len(), 10);
@@ -127,8 +129,8 @@ fn revision_is_stable_and_follows_app_and_version_only() {
     // Pinned: the hash must not change between builds, processes or Rust versions.
     // (Checked against an independent FNV-1a of the canonical JSON
     // {"app":{"command":"my-server --port {port}","env":{},"readiness":{"tcp":{}},
-    // "terminationGracePeriodSeconds":30},"version":""}.)
-    assert_eq!(r, "3b070c5373");
+    // "terminationGracePeriodSeconds":30},"protocol":"tcp","version":""}.)
+    assert_eq!(r, "0a30d5c402");
 
     // Not part of the revision: name, replicas, listen, strategy, formatting.
     let same = parse(
@@ -144,6 +146,8 @@ fn revision_is_stable_and_follows_app_and_version_only() {
         format!("{MINIMAL}  env: {{A: b}}\n"),
         format!("{MINIMAL}  terminationGracePeriodSeconds: 3\n"),
         format!("{MINIMAL}  readiness: {{http: {{}}}}\n"),
+        // The evacuators of a changed protocol evict differently: an upgrade.
+        format!("{MINIMAL}protocol: mqtt\n"),
     ] {
         let f = parse(&changed).unwrap_or_else(|e| panic!("{e}\n{changed}"));
         assert_ne!(f.revision(), r, "{changed}");
@@ -318,7 +322,7 @@ fn other_field_checks() {
         e.contains("app.readiness.http.port: is \"{probePort}\" but"),
         "{e}"
     );
-    let e = error(&format!("{MINIMAL}protocol: http\n"));
+    let e = error(&format!("{MINIMAL}protocol: ftp\n"));
     assert!(e.starts_with("fleet.yaml:5: "), "{e}");
     let e = error(&format!("{MINIMAL}replicas: many\n"));
     assert!(e.starts_with("fleet.yaml:5: "), "{e}");
@@ -386,4 +390,19 @@ fn the_docs_examples_parse_and_match_the_example_file() {
     );
     assert_eq!(in_doc.revision(), file.revision());
     parse(&blocks[1]).unwrap_or_else(|e| panic!("docs/fleet.md minimal example: {e}"));
+}
+
+#[test]
+fn naive_cannot_be_chosen_in_a_fleet_file() {
+    let e = error(&format!("{MINIMAL}updateStrategy:\n  type: Naive\n"));
+    assert!(
+        e.contains("updateStrategy.type") || e.contains("type"),
+        "names the field: {e}"
+    );
+    assert!(e.contains("BlueGreen") && e.contains("Rolling"), "{e}");
+    let schema = serde_json::to_string(&schemars::schema_for!(Fleet)).unwrap();
+    assert!(
+        !schema.contains(r#""const":"Naive""#),
+        "Naive is not offered: {schema}"
+    );
 }

@@ -125,8 +125,11 @@ impl Supervised {
             source,
         })?;
         let mut command = std::process::Command::new(&spec.program);
+        // The admin token of `sluice up` is not the instances' business (their
+        // evacuators listen on loopback without one), unless `spec.env` says so.
         command
             .args(&spec.args)
+            .env_remove(sluice_proxy::auth::TOKEN_ENV)
             .envs(&spec.env)
             .stdin(Stdio::null())
             .stdout(log)

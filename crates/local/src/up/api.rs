@@ -9,8 +9,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde_json::{Value, json};
-use sluice_core::engine::Phase;
+use sluice_api::admin::Liveness;
+use sluice_api::control::{Aborting, Applied, ControlError, UpStatus, path};
+use sluice_proxy::auth::Token;
 
 use super::Shared;
 use crate::fleet::{Fleet, FleetError};
@@ -18,13 +19,18 @@ use crate::fleet::{Fleet, FleetError};
 /// The largest fleet file accepted.
 const MAX_SPEC: usize = 1 << 20;
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>, token: Option<Token>) -> Router {
+    let api = Router::new()
+        .route(path::STATUS, get(status))
+        .route(path::SPEC, put(put_spec))
+        .route(path::ABORT, post(abort))
+        .route(path::METRICS, get(metrics));
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(json!({"alive": true})) }))
-        .route("/status", get(status))
-        .route("/spec", put(put_spec))
-        .route("/abort", post(abort))
-        .route("/metrics", get(metrics))
+        .route(
+            path::HEALTHZ,
+            get(|| async { axum::Json(Liveness { alive: true }) }),
+        )
+        .merge(sluice_proxy::auth::protect(api, token))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -37,15 +43,22 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": message, "field": field})),
-    )
-        .into_response()
+    let body = ControlError {
+        error: message.to_owned(),
+        field: field.map(str::to_owned),
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(shared.status_view()).into_response()
+    match shared.status_view() {
+        Some(view) => axum::Json(view).into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the engine has not decided yet; ask again in a moment",
+            None,
+        ),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -122,16 +135,22 @@ async fn put_spec(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     if !same {
         c.fleets.insert(revision.clone(), fleet.clone());
         c.fleet = fleet;
+        c.generation += 1;
     }
     drop(c);
     shared.wake.notify_one();
-    axum::Json(json!({"revision": revision, "changed": !same, "upgrade": upgrade})).into_response()
+    axum::Json(Applied {
+        revision,
+        changed: !same,
+        upgrade,
+    })
+    .into_response()
 }
 
 async fn abort(State(shared): State<Arc<Shared>>) -> Response {
     let mut c = shared.lock();
     let phase = c.status.as_ref().map(|s| s.phase);
-    let at_rest = phase.is_none_or(|p| matches!(p, Phase::Stable | Phase::Aborted));
+    let at_rest = phase.is_none_or(|p| p.at_rest());
     if at_rest {
         let phase = phase.map_or_else(|| "starting".to_owned(), |p| format!("{p:?}"));
         return error(
@@ -143,23 +162,22 @@ async fn abort(State(shared): State<Arc<Shared>>) -> Response {
     c.abort_requested = true;
     drop(c);
     shared.wake.notify_one();
-    (StatusCode::ACCEPTED, axum::Json(json!({"aborting": true}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(Aborting { aborting: true }),
+    )
+        .into_response()
 }
 
-/// The `GET /status` body.
-pub(crate) fn status_view(shared: &Shared) -> Value {
+/// The `GET /status` body; `None` before the engine's first decision.
+pub(crate) fn status_view(shared: &Shared) -> Option<UpStatus> {
     let c = shared.lock();
-    let mut v = c
-        .status
-        .as_ref()
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or_else(|| json!({}));
-    if let Value::Object(map) = &mut v {
-        map.insert("fleet".into(), json!(c.fleet.name));
-        map.insert("listen".into(), json!(c.fleet.listen.to_string()));
-        map.insert("abortRequested".into(), json!(c.abort_requested));
-        map.insert("runDir".into(), json!(c.run_dir.display().to_string()));
-        map.insert("instances".into(), Value::Array(c.instances.clone()));
-    }
-    v
+    Some(UpStatus {
+        status: c.status.clone()?,
+        fleet: c.fleet.name.clone(),
+        listen: c.fleet.listen.to_string(),
+        abort_requested: c.abort_requested,
+        run_dir: c.run_dir.display().to_string(),
+        instances: c.instances.clone(),
+    })
 }

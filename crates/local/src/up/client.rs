@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use sluice_api::control::{ControlError, UpStatus, path};
+use sluice_core::engine::Phase;
+use sluice_proxy::auth::{TOKEN_ENV, TokenArgs};
 
 use super::http::{self, Response};
 use super::{AbortArgs, ApplyArgs, StatusArgs};
@@ -14,25 +17,40 @@ use crate::fleet::Fleet;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Sends a request; answers the status code and the body.
 async fn call(
     admin: SocketAddr,
+    token: &TokenArgs,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
-) -> Result<(u16, Value), LocalError> {
-    let Response { status, body } = http::request(admin, method, path, body, TIMEOUT)
+) -> Result<Response, LocalError> {
+    let token = token.resolve()?;
+    http::request(admin, method, path, body, token.as_ref(), TIMEOUT)
         .await
-        .map_err(|_| LocalError::NoFleet { addr: admin })?;
-    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    Ok((status, value))
+        .map_err(|_| LocalError::NoFleet { addr: admin })
 }
 
-fn refused(status: u16, body: &Value) -> LocalError {
-    let message = body["error"].as_str().map_or_else(
-        || format!("the fleet answered {status}: {body}"),
-        str::to_owned,
-    );
-    LocalError::Control(message)
+/// The body of a `want` answer as `T`; any other answer is the fleet's refusal.
+fn answer<T: DeserializeOwned>(r: &Response, want: u16, what: &str) -> Result<T, LocalError> {
+    if r.status == 401 {
+        return Err(LocalError::Control(format!(
+            "the fleet's control API wants its token: give --admin-token-file FILE, \
+             {TOKEN_ENV} or --admin-token, as given to `sluice up`"
+        )));
+    }
+    if r.status != want {
+        let message = serde_json::from_str::<ControlError>(&r.body).map_or_else(
+            |_| format!("{what}: the fleet answered {}: {}", r.status, r.body),
+            |e| e.error,
+        );
+        return Err(LocalError::Control(message));
+    }
+    serde_json::from_str(&r.body).map_err(|e| {
+        LocalError::Control(format!(
+            "{what}: the answer does not parse ({e}); is `sluice up` the same version as this sluice?"
+        ))
+    })
 }
 
 /// Hands a changed fleet file to the running fleet.
@@ -43,14 +61,12 @@ pub async fn run_apply(args: ApplyArgs) -> Result<(), LocalError> {
         path: args.file.clone(),
         source,
     })?;
-    let (status, body) = call(args.admin, "PUT", "/spec", Some(&text)).await?;
-    if status != 200 {
-        return Err(refused(status, &body));
-    }
-    let revision = body["revision"].as_str().unwrap_or("?");
-    if body["upgrade"].as_bool() == Some(true) {
+    let r = call(args.admin, &args.token, "PUT", path::SPEC, Some(&text)).await?;
+    let applied: sluice_api::control::Applied = answer(&r, 200, "PUT /spec")?;
+    let revision = &applied.revision;
+    if applied.upgrade {
         println!("revision {revision}: upgrade started");
-    } else if body["changed"].as_bool() == Some(true) {
+    } else if applied.changed {
         println!("revision {revision}: spec updated (same revision, no upgrade)");
     } else {
         println!("unchanged");
@@ -60,87 +76,72 @@ pub async fn run_apply(args: ApplyArgs) -> Result<(), LocalError> {
 
 /// Prints the running fleet's status.
 pub async fn run_status(args: StatusArgs) -> Result<(), LocalError> {
-    let (status, body) = call(args.admin, "GET", "/status", None).await?;
-    if status != 200 {
-        return Err(refused(status, &body));
-    }
+    let r = call(args.admin, &args.token, "GET", path::STATUS, None).await?;
+    let status: UpStatus = answer(&r, 200, "GET /status")?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&body).unwrap_or_default()
+            serde_json::to_string_pretty(&status).unwrap_or_default()
         );
     } else {
-        print!("{}", render_status(&body));
+        print!("{}", render_status(&status));
     }
     Ok(())
 }
 
 /// Stops the running upgrade and returns traffic to the old revision.
 pub async fn run_abort(args: AbortArgs) -> Result<(), LocalError> {
-    let (status, body) = call(args.admin, "POST", "/abort", None).await?;
-    if status != 202 {
-        return Err(refused(status, &body));
-    }
+    let r = call(args.admin, &args.token, "POST", path::ABORT, None).await?;
+    let _: sluice_api::control::Aborting = answer(&r, 202, "POST /abort")?;
     println!("aborting: traffic returns to the current revision; see `sluice status`");
     Ok(())
 }
 
 /// The human form of `GET /status`.
-fn render_status(v: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let n = |v: &Value| v.as_i64().unwrap_or(0);
+fn render_status(v: &UpStatus) -> String {
+    let s = &v.status;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "fleet {} on {}: phase {}",
-        s(&v["fleet"]),
-        s(&v["listen"]),
-        s(&v["phase"])
-    );
+    let phase: Phase = s.phase;
+    let _ = writeln!(out, "fleet {} on {}: phase {phase:?}", v.fleet, v.listen);
     let _ = writeln!(
         out,
         "revisions: current {}, update {}",
-        s(&v["currentRevision"]),
-        s(&v["updateRevision"])
+        s.current_revision, s.update_revision
     );
     let _ = writeln!(
         out,
         "instances: {} live, {} ready, {} serving",
-        n(&v["replicas"]),
-        n(&v["readyReplicas"]),
-        n(&v["servingReplicas"])
+        s.replicas, s.ready_replicas, s.serving_replicas
     );
-    if let Some(conditions) = v["conditions"].as_array() {
-        for c in conditions {
-            let _ = writeln!(
-                out,
-                "{}={} {}: {}",
-                s(&c["type"]),
-                s(&c["status"]),
-                s(&c["reason"]),
-                s(&c["message"])
-            );
-        }
+    for c in &s.conditions {
+        let _ = writeln!(
+            out,
+            "{}={:?} {}: {}",
+            c.type_, c.status, c.reason, c.message
+        );
     }
     let _ = writeln!(
         out,
-        "\n{:<16} {:<12} {:<6} {:<8} {:>11}  EVACUATION",
+        "\n{:<24} {:<12} {:<6} {:<8} {:>11}  EVACUATION",
         "NAME", "REVISION", "READY", "SERVING", "CONNECTIONS"
     );
-    for i in v["instances"].as_array().into_iter().flatten() {
-        let evacuation = if i["failed"].as_bool() == Some(true) {
+    for i in &v.instances {
+        let evacuation = if i.failed {
             "failed".to_owned()
+        } else if i.unknown.is_some() {
+            "unknown".to_owned()
         } else {
-            i["evacuation"]["state"].as_str().unwrap_or("-").to_owned()
+            i.evacuation
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |e| e.state.as_str().to_owned())
         };
+        let connections = i
+            .connections
+            .map_or_else(|| "unknown".to_owned(), |c| c.to_string());
         let _ = writeln!(
             out,
-            "{:<16} {:<12} {:<6} {:<8} {:>11}  {evacuation}",
-            s(&i["name"]),
-            s(&i["revision"]),
-            i["ready"].as_bool().unwrap_or(false),
-            i["serving"].as_bool().unwrap_or(false),
-            n(&i["connections"]),
+            "{:<24} {:<12} {:<6} {:<8} {connections:>11}  {evacuation}",
+            i.name, i.revision, i.ready, i.serving,
         );
     }
     out

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use sluice_core::balance::{Candidate, least_loaded};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::watch;
 
@@ -52,7 +53,7 @@ pub(crate) struct Table(Arc<Mutex<BTreeMap<String, Target>>>);
 
 impl Table {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Target>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        sluice_core::sync::lock(&self.0)
     }
 
     /// Adds an instance (not eligible until told).
@@ -100,17 +101,23 @@ impl Table {
         }
     }
 
-    /// Picks the eligible instance with the fewest connections (estimated), not
-    /// in `tried`, preferring the target revision's instances, and counts a
-    /// hand-off to it.
+    /// Picks an eligible instance not in `tried` by sluice's one balancing rule
+    /// ([`least_loaded`]: the target revision's first, then the fewest
+    /// connections, estimated), and counts a hand-off to it.
     fn pick(&self, tried: &HashSet<String>) -> Option<(String, PathBuf)> {
         let mut table = self.lock();
-        let (name, target) = table
+        let mut eligible: Vec<(&String, &mut Target)> = table
             .iter_mut()
             .filter(|(n, t)| t.eligible && !tried.contains(*n))
-            .min_by_key(|(_, t)| (!t.preferred, t.estimate()))?;
+            .collect();
+        let chosen = least_loaded(eligible.iter().map(|(_, t)| Candidate {
+            healthy: true,
+            preferred: t.preferred,
+            connections: t.estimate(),
+        }))?;
+        let (name, target) = &mut eligible[chosen];
         target.handed += 1;
-        Some((name.clone(), target.socket.clone()))
+        Some(((*name).clone(), target.socket.clone()))
     }
 
     /// Takes back a hand-off that failed.
@@ -149,7 +156,7 @@ pub(crate) async fn run(listener: TcpListener, table: Table, mut stop: watch::Re
                 // Nobody serves (startup, or every instance failed): the client
                 // sees a close and retries.
                 if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                    eprintln!("front: no ready serving instance; closing a new connection");
+                    tracing::warn!("front: no ready serving instance; closing a new connection");
                     last_refusal_log = Some(Instant::now());
                 }
                 break;

@@ -5,12 +5,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use sluice_core::engine::{self, EvacuationStats, NodeEvacuationStatus};
-use sluice_core::spec::EvacuationStrategy;
+use sluice_api::admin::EvacuationRequest;
+use sluice_api::control::InstanceView;
+use sluice_api::evacuator::{Evacuator, EvacuatorError};
+use sluice_core::engine::{self, Load, NodeEvacuationStatus};
+use sluice_core::time::Timestamp;
+use sluice_http::evacuator::ProxyEvacuator;
 
-use super::http;
-use crate::fleet::{Fleet, InstanceVars, Protocol};
+use crate::fleet::{Fleet, InstanceVars};
 use crate::process::{Probe, ProbeError, SpawnSpec, Supervised, free_port};
 
 /// How long one admin call to an evacuator may take.
@@ -28,7 +30,7 @@ const EVACUATOR_DRAIN_TIMEOUT: &str = "10";
 pub(crate) struct Inst {
     pub name: String,
     pub revision: String,
-    pub created_at: Duration,
+    pub created_at: Timestamp,
     pub port: u16,
     pub admin: SocketAddr,
     pub socket: PathBuf,
@@ -41,10 +43,11 @@ pub(crate) struct Inst {
     pub serving: bool,
     app_ready: bool,
     last_probe: Option<Instant>,
+    /// What its evacuator last reported (or why it could not be read). Empty
+    /// until the first report: a new instance serves nobody before it is ready.
+    pub load: Load,
+    /// The last report succeeded (part of readiness).
     evacuator_ok: bool,
-    pub connections: u64,
-    pub sessions: u64,
-    pub evacuation: Option<NodeEvacuationStatus>,
     /// Why it failed, once it has.
     pub failure: Option<String>,
 }
@@ -54,7 +57,7 @@ pub(crate) struct Inst {
 #[derive(Debug)]
 pub(crate) struct Seen {
     pub name: String,
-    evac: Result<Value, String>,
+    report: Result<NodeEvacuationStatus, EvacuatorError>,
     probe: Option<Result<(), ProbeError>>,
 }
 
@@ -65,7 +68,7 @@ impl Inst {
         fleet: &Fleet,
         name: &str,
         revision: &str,
-        created_at: Duration,
+        created_at: Timestamp,
         run_dir: &Path,
         exe: &Path,
     ) -> Inst {
@@ -99,10 +102,8 @@ impl Inst {
             serving: false,
             app_ready: false,
             last_probe: None,
+            load: Load::EMPTY,
             evacuator_ok: false,
-            connections: 0,
-            sessions: 0,
-            evacuation: None,
             failure: None,
         };
         let (port, admin_port, probe_port) = match ports {
@@ -151,10 +152,7 @@ impl Inst {
                 return inst;
             }
         }
-        let protocol = match fleet.protocol {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Tcp => "tcp",
-        };
+        let protocol = fleet.protocol.as_str();
         let evacuator = SpawnSpec {
             program: exe.display().to_string(),
             args: [
@@ -212,66 +210,69 @@ impl Inst {
         !self.failed() && self.app_ready && self.evacuator_ok
     }
 
+    /// The driver of its evacuator.
+    pub(crate) fn evacuator(&self) -> ProxyEvacuator {
+        ProxyEvacuator::new(self.admin, ADMIN_TIMEOUT)
+    }
+
+    /// Connections it holds, if known.
+    pub(crate) fn connections(&self) -> Option<u64> {
+        self.load.connections()
+    }
+
+    /// Connections its evacuator has evicted since it started, while it
+    /// reports an evacuation that says.
+    pub(crate) fn evicted(&self) -> Option<u64> {
+        match &self.load {
+            engine::Load::Known {
+                evacuation: Some(e),
+                ..
+            } => e.stats.evicted_connections,
+            _ => None,
+        }
+    }
+
     /// What to ask this tick: the evacuator's status always, the app's readiness
     /// when not yet ready or not probed for a while. Runs without `self`.
     pub(crate) fn observation(&self) -> impl Future<Output = Seen> + Send + 'static {
         let name = self.name.clone();
-        let admin = self.admin;
+        let evacuator = self.evacuator();
         let probe = self.probe.clone().filter(|_| {
             !self.app_ready || self.last_probe.is_none_or(|t| t.elapsed() >= REPROBE_READY)
         });
         async move {
-            let evac = async {
-                let r = http::request(admin, "GET", "/evacuation", None, ADMIN_TIMEOUT)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if r.status != 200 {
-                    return Err(format!("GET /evacuation answered {}", r.status));
-                }
-                serde_json::from_str::<Value>(&r.body).map_err(|e| e.to_string())
-            };
             let probe = async {
                 match &probe {
                     Some(p) => Some(p.check(Duration::from_millis(500)).await),
                     None => None,
                 }
             };
-            let (evac, probe) = tokio::join!(evac, probe);
-            Seen { name, evac, probe }
+            let (report, probe) = tokio::join!(evacuator.report(), probe);
+            Seen {
+                name,
+                report,
+                probe,
+            }
         }
     }
 
-    /// Applies what an observation found.
+    /// Applies what an observation found. An evacuator that could not be read
+    /// makes the load unknown (never zero); the engine keeps the instance.
     pub(crate) fn update(&mut self, seen: Seen) {
         if let Some(result) = seen.probe {
             self.app_ready = result.is_ok();
             self.last_probe = Some(Instant::now());
         }
-        match seen.evac {
-            Ok(v) => {
-                self.evacuator_ok = true;
-                let stats: EvacuationStats =
-                    serde_json::from_value(v["stats"].clone()).unwrap_or_default();
-                self.connections = stats.current_connected;
-                self.sessions = stats.current_sessions;
-                let state = serde_json::from_value::<engine::EvacuationState>(v["state"].clone())
-                    .unwrap_or(engine::EvacuationState::Disabled);
-                self.evacuation =
-                    (state != engine::EvacuationState::Disabled).then(|| NodeEvacuationStatus {
-                        node: self.name.clone(),
-                        state,
-                        stats,
-                        connection_eviction_rate: v["connection_eviction_rate"]
-                            .as_u64()
-                            .unwrap_or(0),
-                        session_eviction_rate: v["session_eviction_rate"].as_u64().unwrap_or(0),
-                        connection_goal: None,
-                        session_goal: None,
-                        session_recipients: Vec::new(),
-                    });
-            }
-            Err(_) => self.evacuator_ok = false,
-        }
+        self.evacuator_ok = seen.report.is_ok();
+        self.load = match seen.report {
+            Ok(report) => Load::from_report(NodeEvacuationStatus {
+                node: self.name.clone(),
+                ..report
+            }),
+            Err(e) => Load::Unknown {
+                reason: e.to_string(),
+            },
+        };
     }
 
     /// The engine's view of it.
@@ -282,66 +283,55 @@ impl Inst {
             created_at: self.created_at,
             ready: self.ready(),
             serving: self.serving,
-            connections: self.connections,
-            sessions: self.sessions,
-            evacuation: self.evacuation.clone(),
+            load: self.load.clone(),
             failed: self.failed(),
         }
     }
 
     /// The control API's view of it.
-    pub(crate) fn view(&self) -> Value {
-        json!({
-            "name": self.name,
-            "revision": self.revision,
-            "appPid": self.app_pid,
-            "evacuatorPid": self.evacuator_pid,
-            "port": self.port,
-            "adminAddr": self.admin.to_string(),
-            "ready": self.ready(),
-            "serving": self.serving,
-            "failed": self.failed(),
-            "failure": self.failure,
-            "connections": self.connections,
-            "sessions": self.sessions,
-            "evacuation": self.evacuation,
-        })
-    }
-
-    /// `POST /evacuation` on its evacuator.
-    pub(crate) async fn start_evacuation(&self, e: &EvacuationStrategy) -> Result<(), String> {
-        let body = json!({
-            "conn_evict_rate": e.conn_evict_rate,
-            "sess_evict_rate": e.sess_evict_rate,
-            "wait_takeover": e.wait_takeover,
-            "wait_health_check": e.wait_health_check,
-        })
-        .to_string();
-        let r = http::request(
-            self.admin,
-            "POST",
-            "/evacuation",
-            Some(body.as_bytes()),
-            ADMIN_TIMEOUT,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        // 409: one already runs, which is what was asked.
-        match r.status {
-            200 | 409 => Ok(()),
-            s => Err(format!("POST /evacuation answered {s}: {}", r.body)),
+    pub(crate) fn view(&self) -> InstanceView {
+        let (connections, sessions, evacuation, unknown) = match &self.load {
+            Load::Known {
+                connections,
+                sessions,
+                evacuation,
+            } => (
+                Some(*connections),
+                Some(*sessions),
+                evacuation.clone(),
+                None,
+            ),
+            Load::Unknown { reason } => (None, None, None, Some(reason.clone())),
+        };
+        InstanceView {
+            name: self.name.clone(),
+            revision: self.revision.clone(),
+            app_pid: self.app_pid,
+            evacuator_pid: self.evacuator_pid,
+            port: self.port,
+            admin_addr: self.admin.to_string(),
+            ready: self.ready(),
+            serving: self.serving,
+            failed: self.failed(),
+            failure: self.failure.clone(),
+            connections,
+            sessions,
+            evacuation,
+            unknown,
         }
     }
 
-    /// `DELETE /evacuation` on its evacuator.
-    pub(crate) async fn stop_evacuation(&self) -> Result<(), String> {
-        let r = http::request(self.admin, "DELETE", "/evacuation", None, ADMIN_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        match r.status {
-            200 => Ok(()),
-            s => Err(format!("DELETE /evacuation answered {s}: {}", r.body)),
-        }
+    /// Starts its evacuation, sending clients to `migrate_to`.
+    pub(crate) async fn start_evacuation(
+        &self,
+        request: &EvacuationRequest,
+    ) -> Result<(), EvacuatorError> {
+        self.evacuator().start_evacuation(request).await
+    }
+
+    /// Stops its evacuation.
+    pub(crate) async fn stop_evacuation(&self) -> Result<(), EvacuatorError> {
+        self.evacuator().stop_evacuation().await
     }
 
     /// Stops it for good: the evacuator first (SIGTERM: it evicts what is left

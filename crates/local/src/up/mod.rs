@@ -21,8 +21,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use serde_json::Value;
+use sluice_api::control::{InstanceView, UpStatus};
 use sluice_core::engine::Status;
+use sluice_proxy::auth::TokenArgs;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 
@@ -47,10 +48,19 @@ pub struct UpArgs {
     /// IP:PORT; a bare port binds 127.0.0.1.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN, value_parser = parse_admin)]
     pub admin: SocketAddr,
+    /// The control API's bearer token: required by everything but /healthz.
+    /// Without one, `--admin` must be a loopback address (see docs/up.md).
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Folder for the instances' log files and sockets (default:
     /// $TMPDIR/sluice-up-NAME-PID).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
+    /// For `sluice demo` only: run updates with the comparison-only Naive
+    /// strategy (old instances deleted without evacuation), whatever the fleet
+    /// file's `updateStrategy.type` says. Not for real fleets.
+    #[arg(long, hide = true)]
+    pub naive_for_comparison: bool,
 }
 
 /// Flags of `sluice apply`.
@@ -62,6 +72,9 @@ pub struct ApplyArgs {
     /// The control API of the running `sluice up`.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN, value_parser = parse_admin)]
     pub admin: SocketAddr,
+    /// The token the running `sluice up` was given, if any.
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 /// Flags of `sluice status`.
@@ -70,6 +83,9 @@ pub struct StatusArgs {
     /// The control API of the running `sluice up`.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN, value_parser = parse_admin)]
     pub admin: SocketAddr,
+    /// The token the running `sluice up` was given, if any.
+    #[command(flatten)]
+    pub token: TokenArgs,
     /// Print the control API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -81,6 +97,9 @@ pub struct AbortArgs {
     /// The control API of the running `sluice up`.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN, value_parser = parse_admin)]
     pub admin: SocketAddr,
+    /// The token the running `sluice up` was given, if any.
+    #[command(flatten)]
+    pub token: TokenArgs,
 }
 
 fn parse_admin(s: &str) -> Result<SocketAddr, String> {
@@ -102,22 +121,27 @@ pub(crate) struct Shared {
 pub(crate) struct Control {
     /// The spec the engine converges to.
     pub fleet: Fleet,
+    /// Bumped by every changed spec (the status' `observedGeneration`).
+    pub generation: i64,
+    /// `--naive-for-comparison`: the demo's Naive strategy replaces the file's.
+    pub naive: bool,
     /// Every revision's fleet seen, so instances of an older one can be
     /// created again (an abort returns to it).
     pub fleets: HashMap<String, Fleet>,
     pub abort_requested: bool,
     pub status: Option<Status>,
-    pub instances: Vec<Value>,
+    pub instances: Vec<InstanceView>,
     pub metrics: String,
     pub run_dir: PathBuf,
 }
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Control> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        sluice_core::sync::lock(&self.state)
     }
 
-    pub(crate) fn status_view(&self) -> Value {
+    /// The control API's status; `None` until the engine decided once.
+    pub(crate) fn status_view(&self) -> Option<UpStatus> {
         api::status_view(self)
     }
 }
@@ -137,6 +161,7 @@ pub async fn run_up(args: UpArgs) -> Result<(), LocalError> {
         .ok_or_else(|| LocalError::Up("sluice up: give the fleet file with -f FILE (see docs/fleet.md and examples/fleet.yaml)".to_owned()))?;
     // Everything is checked before anything starts.
     let fleet = Fleet::load(&path)?;
+    let token = args.token.for_listener(args.admin, "--admin")?;
     fleet.check_listen_available()?;
     let front_listener = bind(fleet.listen, "listen (the fleet's front address)")?;
     let admin_listener =
@@ -174,6 +199,8 @@ pub async fn run_up(args: UpArgs) -> Result<(), LocalError> {
         state: Mutex::new(Control {
             fleets: HashMap::from([(revision, fleet.clone())]),
             fleet,
+            generation: 1,
+            naive: args.naive_for_comparison,
             abort_requested: false,
             status: None,
             instances: Vec::new(),
@@ -182,10 +209,10 @@ pub async fn run_up(args: UpArgs) -> Result<(), LocalError> {
         }),
         wake: Notify::new(),
     });
-    let router = api::router(Arc::clone(&shared));
+    let router = api::router(Arc::clone(&shared), token);
     let api_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_listener, router).await {
-            eprintln!("control API stopped: {e}");
+            tracing::error!(error = %e, "control API stopped");
         }
     });
     let table = front::Table::default();

@@ -6,16 +6,23 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
-use sluice_core::engine::{self, Action, Observed, Phase, Status};
+use sluice_api::admin::EvacuationRequest;
+use sluice_api::control::InstanceView;
+use sluice_api::metrics::{
+    EVICTIONS, READY_INSTANCES, SERVING_INSTANCES, UPSTREAM_CONNECTIONS,
+    label::{PROTOCOL, REVISION, UPSTREAM},
+};
+use sluice_core::engine::{self, Action, Observed, Status};
+use sluice_core::spec::StrategyType;
+use sluice_core::time::Timestamp;
 use tokio::task::JoinSet;
 
 use super::front::Table;
 use super::instance::Inst;
 use super::{Shared, stamp};
-use crate::fleet::{Fleet, Protocol};
+use crate::fleet::Fleet;
 
 /// The longest time between two ticks (observation is cheap on loopback).
 pub(crate) const MAX_TICK: Duration = Duration::from_millis(200);
@@ -57,21 +64,27 @@ impl Runner {
     pub(crate) async fn tick(&mut self) -> Duration {
         while self.stopping.try_join_next().is_some() {}
         self.observe().await;
-        let (fleet, abort_requested) = {
+        let (fleet, generation, naive, abort_requested) = {
             let c = self.shared.lock();
-            (c.fleet.clone(), c.abort_requested)
+            (c.fleet.clone(), c.generation, c.naive, c.abort_requested)
         };
+        let mut strategy = fleet.update_strategy.clone();
+        if naive {
+            strategy.kind = StrategyType::Naive;
+        }
         let spec = engine::Spec {
+            name: fleet.name.clone(),
+            generation,
             replicas: fleet.replicas,
             revision: fleet.revision(),
-            strategy: fleet.update_strategy.clone(),
+            strategy,
         };
         let observed = Observed {
             instances: self.instances.values().map(Inst::observed).collect(),
             last_status: self.last_status.clone(),
             abort_requested,
         };
-        let now = self.started.elapsed();
+        let now = Timestamp::from_system_time(SystemTime::now());
         let decision = engine::decide(&spec, &observed, now);
         self.report_phase(&decision.status);
         for action in &decision.actions {
@@ -85,7 +98,7 @@ impl Runner {
                 inst.revision == status.target_revision(),
             );
         }
-        self.publish(&status, &fleet);
+        self.publish(&status, &fleet, decision.clear_abort_request);
         self.last_status = Some(status);
         decision.requeue_after.min(MAX_TICK)
     }
@@ -104,8 +117,10 @@ impl Runner {
             let Ok(seen) = seen else { continue };
             if let Some(inst) = self.instances.get_mut(&seen.name) {
                 inst.update(seen);
-                if let Some(&mark) = marks.get(&inst.name) {
-                    self.table.polled(&inst.name, inst.connections, mark);
+                if let (Some(&mark), Some(connections)) =
+                    (marks.get(&inst.name), inst.connections())
+                {
+                    self.table.polled(&inst.name, connections, mark);
                 }
             }
         }
@@ -147,7 +162,7 @@ impl Runner {
     }
 
     /// Applies one action; failures are logged (the engine asks again).
-    async fn apply(&mut self, action: &Action, now: Duration) {
+    async fn apply(&mut self, action: &Action, now: Timestamp) {
         let t = stamp(self.started);
         match action {
             Action::Create { name, revision } => {
@@ -184,14 +199,22 @@ impl Runner {
                     println!("{t} serving {name} = {serving}");
                 }
             }
-            Action::StartEvacuation { name, evacuation } => {
+            Action::StartEvacuation {
+                name,
+                evacuation,
+                migrate_to,
+            } => {
                 let Some(inst) = self.instances.get(name) else {
                     return;
                 };
-                match inst.start_evacuation(evacuation).await {
+                let request = EvacuationRequest::new(evacuation, migrate_to.clone());
+                match inst.start_evacuation(&request).await {
                     Ok(()) => println!(
-                        "{t} evacuate {name}: {} connections at {}/s",
-                        inst.connections, evacuation.conn_evict_rate
+                        "{t} evacuate {name}: {} connections at {}/s to {}",
+                        inst.connections()
+                            .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                        evacuation.conn_evict_rate,
+                        migrate_to.join(", ")
                     ),
                     Err(e) => println!("{t} evacuate {name} failed: {e}"),
                 }
@@ -212,7 +235,8 @@ impl Runner {
                 self.table.remove(name);
                 println!(
                     "{t} delete {name} ({} connections{})",
-                    inst.connections,
+                    inst.connections()
+                        .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
                     if inst.failed() { ", failed" } else { "" }
                 );
                 self.stopping.spawn(inst.stop());
@@ -221,39 +245,54 @@ impl Runner {
     }
 
     /// Publishes the status, the instance table and the metrics text.
-    fn publish(&self, status: &Status, fleet: &Fleet) {
-        let views: Vec<Value> = self.instances.values().map(Inst::view).collect();
-        let protocol = match fleet.protocol {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Tcp => "tcp",
-        };
+    fn publish(&self, status: &Status, fleet: &Fleet, clear_abort_request: bool) {
+        let views: Vec<InstanceView> = self.instances.values().map(Inst::view).collect();
+        let protocol = fleet.protocol.as_str();
         let live = || self.instances.values().filter(|i| !i.failed());
         let mut m = String::new();
-        m.push_str("# HELP sluice_upstream_connections Connections each instance holds.\n");
-        m.push_str("# TYPE sluice_upstream_connections gauge\n");
+        let _ = writeln!(
+            m,
+            "# HELP {UPSTREAM_CONNECTIONS} Connections each instance holds.\n\
+             # TYPE {UPSTREAM_CONNECTIONS} gauge"
+        );
+        // An instance whose count is unknown has no sample (not a 0).
         for i in live() {
+            if let Some(connections) = i.connections() {
+                let _ = writeln!(
+                    m,
+                    "{UPSTREAM_CONNECTIONS}{{{UPSTREAM}=\"{}\",{REVISION}=\"{}\",{PROTOCOL}=\"{protocol}\"}} {connections}",
+                    i.name, i.revision
+                );
+            }
+        }
+        let _ = writeln!(
+            m,
+            "# HELP {EVICTIONS} Connections each instance's evacuator evicted.\n\
+             # TYPE {EVICTIONS} counter"
+        );
+        // Only while its evacuator reports the count (an evacuation runs).
+        for i in live() {
+            if let Some(n) = i.evicted() {
+                let _ = writeln!(
+                    m,
+                    "{EVICTIONS}{{{UPSTREAM}=\"{}\",{REVISION}=\"{}\"}} {n}",
+                    i.name, i.revision
+                );
+            }
+        }
+        let serving = live().filter(|i| i.ready() && i.serving).count();
+        let ready = live().filter(|i| i.ready()).count();
+        for (name, help, value) in [
+            (SERVING_INSTANCES, "Instances ready and serving.", serving),
+            (READY_INSTANCES, "Instances ready.", ready),
+        ] {
             let _ = writeln!(
                 m,
-                "sluice_upstream_connections{{upstream=\"{}\",protocol=\"{protocol}\"}} {}",
-                i.name, i.connections
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
-        m.push_str("# HELP sluice_serving_instances Instances ready and serving.\n");
-        m.push_str("# TYPE sluice_serving_instances gauge\n");
-        let _ = writeln!(
-            m,
-            "sluice_serving_instances {}",
-            live().filter(|i| i.ready() && i.serving).count()
-        );
-        m.push_str("# HELP sluice_ready_instances Instances ready.\n");
-        m.push_str("# TYPE sluice_ready_instances gauge\n");
-        let _ = writeln!(
-            m,
-            "sluice_ready_instances {}",
-            live().filter(|i| i.ready()).count()
-        );
         let mut c = self.shared.lock();
-        if c.abort_requested && matches!(status.phase, Phase::Aborted | Phase::Stable) {
+        if clear_abort_request {
             c.abort_requested = false;
         }
         c.status = Some(status.clone());

@@ -33,7 +33,13 @@ pub struct BenchOutput {
 impl BenchRun {
     /// Starts `sluice bench conn ARGS`.
     pub fn start(args: &[&str]) -> BenchRun {
-        let mut child = Command::new(sluice_bin())
+        BenchRun::start_command(Command::new(sluice_bin()), args)
+    }
+
+    /// Starts `COMMAND bench conn ARGS`, where `command` runs the `sluice`
+    /// binary (e.g. `ip netns exec NS sluice`, which execs it: same pid).
+    pub fn start_command(mut command: Command, args: &[&str]) -> BenchRun {
+        let mut child = command
             .args(["bench", "conn"])
             .args(args)
             .stdin(Stdio::null())
@@ -241,9 +247,19 @@ impl FakeMetrics {
 
 /// The gauge line `sluice proxy` exports for one upstream.
 pub fn gauge(upstream: &str, value: u64) -> String {
+    use sluice_api::metrics::{UPSTREAM_CONNECTIONS as C, label};
+    let (u, p) = (label::UPSTREAM, label::PROTOCOL);
+    format!("# TYPE {C} gauge\n{C}{{{u}=\"{upstream}\",{p}=\"mqtt\"}} {value}\n")
+}
+
+/// What `sluice up` exports for one instance: its connections labelled with
+/// its revision, and its evacuator's eviction counter.
+pub fn instance(upstream: &str, revision: &str, value: u64, evicted: u64) -> String {
     format!(
         "# TYPE sluice_upstream_connections gauge\n\
-         sluice_upstream_connections{{upstream=\"{upstream}\",protocol=\"mqtt\"}} {value}\n"
+         sluice_upstream_connections{{upstream=\"{upstream}\",revision=\"{revision}\",protocol=\"mqtt\"}} {value}\n\
+         # TYPE sluice_evictions_total counter\n\
+         sluice_evictions_total{{upstream=\"{upstream}\",revision=\"{revision}\"}} {evicted}\n"
     )
 }
 

@@ -9,11 +9,16 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sluice_api::admin::{
+    ErrorBody, EvacuationRequest, EvacuationStatus, ServingRequest, UpstreamView, path,
+};
 
 use super::{ChildGuard, free_port, python_with_paho, require_program, sluice_bin, wait_until};
+pub use super::{http, metric, sigterm};
 
 /// A running `sluice proxy` on free loopback ports, killed when dropped.
 pub struct Proxy {
@@ -31,34 +36,45 @@ impl Proxy {
     /// Starts `sluice proxy` with `--upstream NAME=ADDR` for each of `upstreams`
     /// and the `extra` flags, and waits until its admin API answers.
     pub fn start(upstreams: &[(&str, SocketAddr)], extra: &[&str]) -> Proxy {
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = Command::new(sluice_bin());
-        cmd.arg("proxy")
-            .arg("--listen")
-            .arg(listen.to_string())
-            .arg("--admin")
-            .arg(admin.to_string());
-        for (name, addr) in upstreams {
-            cmd.arg("--upstream").arg(format!("{name}={addr}"));
-        }
-        cmd.args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
         let token = extra
             .iter()
             .position(|a| *a == "--admin-token")
             .map(|i| extra[i + 1].to_owned());
-        let proxy = Proxy {
+        Proxy::start_with(upstreams, extra, [127, 0, 0, 1], &[], token)
+    }
+
+    /// Like [`Proxy::start`], with the admin API bound to `admin_ip` (its
+    /// `admin` field is still the loopback address to call), the environment
+    /// variables `env`, and `token` sent by the helpers.
+    pub fn start_with(
+        upstreams: &[(&str, SocketAddr)],
+        extra: &[&str],
+        admin_ip: [u8; 4],
+        env: &[(&str, &str)],
+        token: Option<String>,
+    ) -> Proxy {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let port = free_port();
+        let admin = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cmd = proxy_command(upstreams, listen, SocketAddr::from((admin_ip, port)));
+        cmd.args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let mut proxy = Proxy {
             child: ChildGuard(cmd.spawn().expect("spawn sluice proxy")),
             listen,
             admin,
             token,
         };
-        wait_until("the proxy's admin API", Duration::from_secs(15), || {
-            http(admin, "GET", "/healthz", None, None).is_ok_and(|(s, _)| s == 200)
+        wait_until("the proxy's admin API", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = proxy.child.0.try_wait() {
+                panic!(
+                    "sluice proxy exited ({status}) before its admin API answered; see its stderr above"
+                );
+            }
+            http(admin, "GET", path::HEALTHZ, None, None).is_ok_and(|(s, _)| s == 200)
         });
         // The client listener is bound before the admin API starts, so it is
         // ready too (no probe connection: it would be proxied to an upstream).
@@ -85,89 +101,83 @@ impl Proxy {
         value
     }
 
+    /// A 200 answer read as `T` (the contract's type); anything else fails.
+    pub fn typed<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&str>) -> T {
+        let (status, text) = http(self.admin, method, path, body, self.token.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(status, 200, "{method} {path} {body:?}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+    }
+
+    /// An error answer: its status and body.
+    pub fn error(&self, method: &str, path: &str, body: Option<&str>) -> (u16, ErrorBody) {
+        let (status, text) = http(self.admin, method, path, body, self.token.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let e = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path} ({status}): {e}: {text}"));
+        (status, e)
+    }
+
+    /// `GET` of an evacuation endpoint (`path::EVACUATION` or a named one).
+    pub fn evacuation(&self, path: &str) -> EvacuationStatus {
+        self.typed("GET", path, None)
+    }
+
+    /// `POST` of an evacuation endpoint.
+    pub fn start_evacuation(&self, path: &str, request: &EvacuationRequest) -> EvacuationStatus {
+        let body = serde_json::to_string(request).unwrap();
+        self.typed("POST", path, Some(&body))
+    }
+
+    /// `GET /upstreams/{name}`.
+    pub fn upstream(&self, name: &str) -> UpstreamView {
+        self.typed("GET", &path::upstream(name), None)
+    }
+
     /// `PUT /upstreams/{name}` with `{"serving": serving}`.
     pub fn set_serving(&self, name: &str, serving: bool) {
-        self.ok(
-            "PUT",
-            &format!("/upstreams/{name}"),
-            Some(&format!(r#"{{"serving": {serving}}}"#)),
-        );
+        let body = serde_json::to_string(&ServingRequest { serving }).unwrap();
+        let _: UpstreamView = self.typed("PUT", &path::upstream(name), Some(&body));
     }
 
     /// Current connections to `name` (from `GET /upstreams/{name}`).
     pub fn connections(&self, name: &str) -> u64 {
-        self.ok("GET", &format!("/upstreams/{name}"), None)["connections"]
-            .as_u64()
-            .expect("connections is a number")
+        self.upstream(name).connections
     }
 
     /// The Prometheus text.
     pub fn metrics(&self) -> String {
-        let (status, text) =
-            http(self.admin, "GET", "/metrics", None, self.token.as_deref()).expect("GET /metrics");
+        let (status, text) = http(
+            self.admin,
+            "GET",
+            path::METRICS,
+            None,
+            self.token.as_deref(),
+        )
+        .expect("GET /metrics");
         assert_eq!(status, 200);
         text
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection; returns status and body.
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = body.unwrap_or("");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP head in {text:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    Ok((status, rest.to_owned()))
-}
-
-/// Sums the samples of `name` whose labels include every `labels` pair.
-pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())
-            .flatten()
-        })
-        .sum()
-}
-
-/// `kill -TERM pid`.
-pub fn sigterm(pid: u32) {
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill -TERM {pid} failed");
+/// `sluice proxy --listen LISTEN --admin ADMIN --upstream NAME=ADDR…` with
+/// `RUST_LOG=warn` and no admin token inherited from the environment.
+pub fn proxy_command(
+    upstreams: &[(&str, SocketAddr)],
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> Command {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.arg("proxy")
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--admin")
+        .arg(admin.to_string());
+    for (name, addr) in upstreams {
+        cmd.arg("--upstream").arg(format!("{name}={addr}"));
+    }
+    cmd.env("RUST_LOG", "warn").env_remove("SLUICE_ADMIN_TOKEN");
+    cmd
 }
 
 /// What one MQTT client saw, updated as it runs.
@@ -183,6 +193,8 @@ pub struct ClientStats {
     pub messages: AtomicU32,
     /// Connected right now.
     pub connected: AtomicBool,
+    /// When each connection was lost, as this client saw it.
+    pub lost_at: Mutex<Vec<Instant>>,
 }
 
 impl ClientStats {
@@ -200,6 +212,7 @@ impl ClientStats {
     }
     fn lost(&self) {
         if self.connected.swap(false, Ordering::SeqCst) {
+            self.lost_at.lock().unwrap().push(Instant::now());
             self.disconnects.fetch_add(1, Ordering::SeqCst);
         }
     }

@@ -2,18 +2,18 @@
 //! ports with its control API, status polling, and process liveness checks.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use sluice_api::control::{InstanceView, UpStatus, path};
+use sluice_core::engine::Phase;
 
 use crate::support::bench_extra::BenchRun;
 use crate::support::proxy_extra::http;
-use crate::support::{ChildGuard, TempDir, free_port, sluice_bin, wait_until};
+use crate::support::{ChildGuard, TempDir, collect_lines, free_port, sluice_bin, wait_until};
 
 /// A fleet file: `{listen}` is replaced by the front address.
 pub fn fleet_yaml(replicas: u32, version: &str, extra: &str) -> String {
@@ -32,14 +32,24 @@ pub struct Up {
     pub dir: TempDir,
     pub file: PathBuf,
     pub stdout: Arc<Mutex<String>>,
+    /// Its log lines (also echoed to the test's stderr).
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl Up {
     /// Writes `yaml` (with `{listen}` filled in) and starts `sluice up -f` on it.
     pub fn start(yaml: &str) -> Up {
+        Up::start_with(yaml, [127, 0, 0, 1], &[], &[])
+    }
+
+    /// Like [`Up::start`], with the control API bound to `admin_ip` (the
+    /// `admin` field stays the loopback address to call), the `extra` flags and
+    /// the environment variables `env`.
+    pub fn start_with(yaml: &str, admin_ip: [u8; 4], extra: &[&str], env: &[(&str, &str)]) -> Up {
         let dir = TempDir::new("up");
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let port = free_port();
+        let admin = SocketAddr::from(([127, 0, 0, 1], port));
         let file = dir.0.join("fleet.yaml");
         std::fs::write(&file, yaml.replace("{listen}", &listen.to_string())).unwrap();
         let mut child = Command::new(sluice_bin())
@@ -47,25 +57,20 @@ impl Up {
             .arg("-f")
             .arg(&file)
             .arg("--admin")
-            .arg(admin.to_string())
+            .arg(SocketAddr::from((admin_ip, port)).to_string())
             .arg("--run-dir")
             .arg(dir.0.join("run"))
+            .args(extra)
             .env("RUST_LOG", "warn")
+            .env_remove("SLUICE_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sluice up");
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let out = child.stdout.take().unwrap();
-        let copy = Arc::clone(&stdout);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let mut s = copy.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let stdout = collect_lines(child.stdout.take().unwrap(), false);
+        let stderr = collect_lines(child.stderr.take().unwrap(), true);
         Up {
             child: ChildGuard(child),
             listen,
@@ -73,6 +78,7 @@ impl Up {
             dir,
             file,
             stdout,
+            stderr,
         }
     }
 
@@ -80,17 +86,19 @@ impl Up {
         self.child.0.id()
     }
 
-    /// `GET /status`, or `None` while the API does not answer.
-    pub fn try_status(&self) -> Option<Value> {
-        let (code, body) = http(self.admin, "GET", "/status", None, None).ok()?;
-        (code == 200).then(|| serde_json::from_str(&body).expect("status is JSON"))
+    /// `GET /status`, or `None` while the API does not answer (or the engine has
+    /// not decided yet). An answer that does not parse fails the test.
+    pub fn try_status(&self) -> Option<UpStatus> {
+        let (code, body) = http(self.admin, "GET", path::STATUS, None, None).ok()?;
+        (code == 200)
+            .then(|| serde_json::from_str(&body).unwrap_or_else(|e| panic!("status: {e}: {body}")))
     }
 
     /// Connects `count` MQTT clients through the front with `sluice bench conn`
     /// (reconnecting 200 ms after a disconnect) and waits until the fleet holds
     /// them all. Returns the running bench, where it writes its JSON summary, and
     /// the status that showed all of them.
-    pub fn connect_clients(&self, count: u32) -> (BenchRun, PathBuf, Value) {
+    pub fn connect_clients(&self, count: u32) -> (BenchRun, PathBuf, UpStatus) {
         let summary = self.dir.0.join("bench.json");
         let bench = BenchRun::start(&[
             "-p",
@@ -108,7 +116,7 @@ impl Up {
         let status = self.wait_status(
             &format!("{count} connections"),
             Duration::from_secs(30),
-            |s| total_connections(s) == u64::from(count),
+            |s| s.total_connections() == Some(u64::from(count)),
         );
         (bench, summary, status)
     }
@@ -118,8 +126,8 @@ impl Up {
         &self,
         what: &str,
         timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+        pred: impl Fn(&UpStatus) -> bool,
+    ) -> UpStatus {
         let mut last = None;
         let mut found = None;
         let deadline = std::time::Instant::now() + timeout;
@@ -143,18 +151,18 @@ impl Up {
     }
 
     /// Waits for phase Stable with `n` ready serving instances of one revision.
-    pub fn wait_stable(&self, n: usize, timeout: Duration) -> Value {
+    pub fn wait_stable(&self, n: usize, timeout: Duration) -> UpStatus {
         self.wait_status(
             &format!("Stable with {n} ready serving instances"),
             timeout,
             |s| {
-                let rev = s["updateRevision"].as_str().unwrap_or("");
-                s["phase"] == "Stable"
-                    && s["currentRevision"] == rev
-                    && instances(s).len() == n
-                    && instances(s)
+                let rev = &s.status.update_revision;
+                s.status.phase == Phase::Stable
+                    && &s.status.current_revision == rev
+                    && s.instances.len() == n
+                    && s.instances
                         .iter()
-                        .all(|i| i["ready"] == true && i["serving"] == true && i["revision"] == rev)
+                        .all(|i| i.ready && i.serving && &i.revision == rev)
             },
         )
     }
@@ -171,10 +179,18 @@ impl Up {
 
     /// Runs `sluice ARGS --admin ADDR`.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with(args, &[])
+    }
+
+    /// Runs `sluice ARGS --admin ADDR` with the environment variables `env`
+    /// (and no admin token but theirs).
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(sluice_bin())
             .args(args)
             .arg("--admin")
             .arg(self.admin.to_string())
+            .env_remove("SLUICE_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .output()
             .expect("run sluice")
     }
@@ -192,19 +208,18 @@ impl Up {
     }
 }
 
-/// The status' instances.
-pub fn instances(s: &Value) -> Vec<Value> {
-    s["instances"].as_array().cloned().unwrap_or_default()
+/// Every process id of the status' instances (apps and evacuators).
+pub fn pids(s: &UpStatus) -> Vec<u32> {
+    s.instances
+        .iter()
+        .flat_map(|i| [i.app_pid, i.evacuator_pid])
+        .flatten()
+        .collect()
 }
 
-/// Every process id of the status' instances (apps and evacuators).
-pub fn pids(s: &Value) -> Vec<u32> {
-    instances(s)
-        .iter()
-        .flat_map(|i| [i["appPid"].as_u64(), i["evacuatorPid"].as_u64()])
-        .flatten()
-        .map(|p| u32::try_from(p).unwrap())
-        .collect()
+/// Every instance ready and serving.
+pub fn all_serving(s: &UpStatus) -> bool {
+    s.instances.iter().all(|i| i.ready && i.serving)
 }
 
 /// Whether `pid` runs (exists and is not a zombie).
@@ -245,20 +260,109 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Connections per instance, by name.
-pub fn connections(s: &Value) -> Vec<(String, u64)> {
-    instances(s)
+/// Connections per instance, by name; every count must be known.
+pub fn connections(s: &UpStatus) -> Vec<(String, u64)> {
+    s.instances
         .iter()
-        .map(|i| {
-            (
-                i["name"].as_str().unwrap().to_owned(),
-                i["connections"].as_u64().unwrap(),
-            )
+        .map(|i: &InstanceView| {
+            let n = i
+                .connections
+                .unwrap_or_else(|| panic!("{} holds an unknown number: {:?}", i.name, i.unknown));
+            (i.name.clone(), n)
         })
         .collect()
 }
 
-/// Sum of connections over instances.
-pub fn total_connections(s: &Value) -> u64 {
-    connections(s).iter().map(|(_, c)| c).sum()
+/// A fault-injecting stand-in on another process's TCP listener: it takes a
+/// copy of the listening socket (`pidfd_getfd`, root or the same user) and
+/// answers every connection it accepts with a canned response. With the owner
+/// stopped (SIGSTOP), every request to that port gets the canned answer: a real
+/// process's API "answering 500 or garbage", with no test code in the product.
+pub struct Impostor {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    answer: Arc<Mutex<&'static [u8]>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Impostor {
+    /// Takes over `pid`'s listener on 127.0.0.1:`port`, answering `answer`.
+    pub fn take_over(pid: u32, port: u16, answer: &'static [u8]) -> Impostor {
+        use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+        let fd = listener_fd(pid, port);
+        let pid = Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+        let pidfd = pidfd_open(pid, PidfdFlags::empty()).expect("pidfd_open");
+        let listener = std::net::TcpListener::from(
+            pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()).expect("pidfd_getfd"),
+        );
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answer = Arc::new(Mutex::new(answer));
+        let (s, a) = (Arc::clone(&stop), Arc::clone(&answer));
+        let thread = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                        let mut req = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match c.read(&mut buf) {
+                                Ok(n) if n > 0 => req.extend_from_slice(&buf[..n]),
+                                _ => break,
+                            }
+                        }
+                        let answer = *a.lock().unwrap();
+                        let _ = c.write_all(answer);
+                    }
+                    // Nothing pending: look again shortly (an accept loop, not
+                    // a synchronisation).
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Impostor {
+            stop,
+            answer,
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers `answer` from now on.
+    pub fn answer(&self, answer: &'static [u8]) {
+        *self.answer.lock().unwrap() = answer;
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The descriptor number of `pid`'s socket listening on 127.0.0.1:`port`.
+fn listener_fd(pid: u32, port: u16) -> i32 {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap();
+    let inode = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| {
+            f.len() > 9
+                && f[3] == "0A"
+                && f[1].rsplit_once(':').map(|(_, p)| p) == Some(&format!("{port:04X}"))
+        })
+        .map(|f| f[9].to_owned())
+        .unwrap_or_else(|| panic!("no listener on port {port} in /proc/{pid}/net/tcp"));
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == wanted))
+        .and_then(|e| e.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("process {pid} holds no descriptor for {wanted}"))
 }

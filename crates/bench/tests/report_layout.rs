@@ -1,0 +1,346 @@
+//! The report's layout at scale, so it cannot silently regress: a recorded
+//! 100,000-client blue-green upgrade over 12 + 12 instances (built here as
+//! the bench records it: 100 ms samples, per-instance connections, the
+//! eviction counter and the clients' reconnections) is rendered, and the
+//! SVG is checked: no legend inside a plot area, one small chart per
+//! instance on shared axes, an eviction-rate and a reconnect-rate series and
+//! the configured rate's reference line, and runs side by side on the same
+//! axes.
+
+use std::collections::BTreeMap;
+
+use sluice_bench::recorder::Aggregate;
+use sluice_bench::report::{chart, html};
+use sluice_bench::{ConnConfig, Summary, TimelineSample};
+
+const CLIENTS: u64 = 100_000;
+const REPLICAS: usize = 12;
+const RATE: f64 = 1000.0;
+
+/// Blue-green: 12 old instances hold the clients; 12 new ones start at 10 s;
+/// from 14 s the old ones are evacuated one after the other at `RATE`/s,
+/// each evicted client reconnecting 1 s later to the least loaded new one.
+fn blue_green() -> Summary {
+    let per_old = CLIENTS / REPLICAS as u64;
+    let old: Vec<String> = (0..REPLICAS).map(|k| format!("8e1f0c2a9b-{k}")).collect();
+    let new: Vec<String> = (0..REPLICAS).map(|k| format!("d03b77e415-{k}")).collect();
+    let evacuation_starts = 14.0;
+    let evicted_by =
+        |t: f64| (((t - evacuation_starts) * RATE).max(0.0) as u64).min(per_old * REPLICAS as u64);
+    let end = evacuation_starts + CLIENTS as f64 / RATE + 5.0;
+    let timeline = (0..=(end * 10.0) as u32)
+        .map(|k| {
+            let t = f64::from(k) / 10.0;
+            let evicted = evicted_by(t);
+            let reconnected = evicted_by(t - 1.0);
+            let mut per_instance = BTreeMap::new();
+            for (i, name) in old.iter().enumerate() {
+                let gone = evicted.saturating_sub(i as u64 * per_old).min(per_old);
+                // Deleted a second after it is empty.
+                if gone < per_old || evicted_by(t - 1.0) < (i as u64 + 1) * per_old {
+                    per_instance.insert(name.clone(), per_old - gone);
+                }
+            }
+            if t >= 10.0 {
+                for (i, name) in new.iter().enumerate() {
+                    let n = reconnected / REPLICAS as u64
+                        + u64::from((reconnected % REPLICAS as u64) > i as u64);
+                    per_instance.insert(name.clone(), n);
+                }
+            }
+            TimelineSample {
+                t,
+                connected: CLIENTS - (evicted - reconnected),
+                per_instance,
+                reconnects: Some(reconnected),
+                evicted: Some(evicted),
+            }
+        })
+        .collect();
+    let agg = Aggregate {
+        clients: CLIENTS,
+        connected_at_stop: CLIENTS,
+        processes: 6,
+        disconnect_histogram: vec![0, CLIENTS],
+        ..Default::default()
+    };
+    let mut cfg = ConnConfig::new("127.0.0.1", 1883, CLIENTS as u32);
+    cfg.evict_rate = Some(RATE);
+    let mut s = Summary::build(&cfg, Some("blue-green at scale"), agg, timeline, end);
+    s.revisions = old
+        .iter()
+        .map(|n| (n.clone(), "8e1f0c2a9b".to_owned()))
+        .chain(new.iter().map(|n| (n.clone(), "d03b77e415".to_owned())))
+        .collect();
+    s
+}
+
+/// A rectangle in SVG pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rect {
+    x0: f64,
+    y0: f64,
+    x1: f64,
+    y1: f64,
+}
+
+impl Rect {
+    fn overlaps(&self, o: &Rect) -> bool {
+        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+    }
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    Some(tag[at..at + tag[at..].find('"')?].to_owned())
+}
+
+fn num(tag: &str, name: &str) -> f64 {
+    attr(tag, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {name} in {tag}"))
+}
+
+/// The opening tags of every `<name …>` element.
+fn tags<'a>(svg: &'a str, name: &str) -> Vec<&'a str> {
+    svg.match_indices(&format!("<{name} "))
+        .map(|(i, _)| &svg[i..i + svg[i..].find('>').unwrap() + 1])
+        .collect()
+}
+
+/// The plot areas: the rectangles filled with the plot background.
+fn plot_areas(svg: &str) -> Vec<Rect> {
+    let fill = format!(
+        "#{:02X}{:02X}{:02X}",
+        chart::PLOT_BG.0,
+        chart::PLOT_BG.1,
+        chart::PLOT_BG.2
+    );
+    tags(svg, "rect")
+        .into_iter()
+        .filter(|t| attr(t, "fill").as_deref() == Some(fill.as_str()))
+        .map(|t| {
+            let (x, y) = (num(t, "x"), num(t, "y"));
+            Rect {
+                x0: x,
+                y0: y,
+                x1: x + num(t, "width"),
+                y1: y + num(t, "height"),
+            }
+        })
+        .collect()
+}
+
+/// Every text element: its content and the box it covers (width estimated
+/// generously at 0.6 em per character).
+fn texts(svg: &str) -> Vec<(String, Rect)> {
+    svg.match_indices("<text ")
+        .map(|(i, _)| {
+            let tag_end = i + svg[i..].find('>').unwrap();
+            let tag = &svg[i..=tag_end];
+            let body_end = tag_end + svg[tag_end..].find("</text>").unwrap();
+            let content = svg[tag_end + 1..body_end].trim().to_owned();
+            let (x, y, size) = (num(tag, "x"), num(tag, "y"), num(tag, "font-size"));
+            let w = content.chars().count() as f64 * size * 0.6;
+            let x0 = match attr(tag, "text-anchor").as_deref() {
+                Some("end") => x - w,
+                Some("middle") => x - w / 2.0,
+                _ => x,
+            };
+            let y0 = match attr(tag, "dy").as_deref() {
+                Some("0.76em") => y,
+                Some("0.5ex") => y - size / 2.0,
+                _ => y - size,
+            };
+            (
+                content,
+                Rect {
+                    x0,
+                    y0,
+                    x1: x0 + w,
+                    y1: y0 + size,
+                },
+            )
+        })
+        .collect()
+}
+
+fn hex(c: plotters::style::RGBColor) -> String {
+    format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
+}
+
+/// The `<svg>…</svg>` whose title is `title`.
+fn chart_titled<'a>(html: &'a str, title: &str) -> &'a str {
+    html.split("<svg")
+        .skip(1)
+        .map(|s| &s[..s.find("</svg>").unwrap()])
+        .find(|svg| svg.contains(&format!(">\n{title}\n</text>")))
+        .unwrap_or_else(|| panic!("no chart titled {title}"))
+}
+
+/// Legend entries (by their text) lie outside every plot area, and so do
+/// their swatches (the small marks just left of each text).
+fn assert_legend_outside_plots(svg: &str, legend: &[&str]) {
+    let plots = plot_areas(svg);
+    assert!(!plots.is_empty(), "no plot area found");
+    let all = texts(svg);
+    for label in legend {
+        let (_, text) = all
+            .iter()
+            .find(|(c, _)| c == label)
+            .unwrap_or_else(|| panic!("no legend entry {label}"));
+        let swatch = Rect {
+            x0: text.x0 - 26.0,
+            x1: text.x0,
+            ..*text
+        };
+        for p in &plots {
+            assert!(
+                !text.overlaps(p) && !swatch.overlaps(p),
+                "legend {label} at {text:?} overlaps the plot area {p:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn report_at_24_instances_keeps_legends_out_and_draws_small_multiples() {
+    let s = blue_green();
+    assert_eq!(s.instances.len(), 2 * REPLICAS);
+    let page = html::render(std::slice::from_ref(&s));
+
+    let revisions = chart_titled(&page, "Connections per revision");
+    assert_legend_outside_plots(
+        revisions,
+        &[
+            "old set (revision 8e1f0c2a9b)",
+            "new set (revision d03b77e415)",
+            "clients connected",
+        ],
+    );
+    assert_eq!(plot_areas(revisions).len(), 1);
+    // One stacked band per revision, in its colour.
+    for c in [chart::OLD, chart::NEW] {
+        let bands = tags(revisions, "polygon")
+            .into_iter()
+            .filter(|t| attr(t, "fill") == Some(hex(c)))
+            .count();
+        assert_eq!(bands, 1, "band {}", hex(c));
+    }
+
+    let rates = chart_titled(&page, "Evictions and reconnects per second");
+    assert_legend_outside_plots(
+        rates,
+        &[
+            "evictions/s (evacuators)",
+            "reconnects/s (clients)",
+            "connEvictRate 1,000/s (configured)",
+        ],
+    );
+    let plot = plot_areas(rates)[0];
+    for c in [chart::EVICTIONS, chart::RECONNECTS] {
+        let line = tags(rates, "polyline")
+            .into_iter()
+            .filter(|t| attr(t, "stroke") == Some(hex(c)))
+            .map(|t| attr(t, "points").unwrap())
+            .max_by_key(|p| p.len())
+            .unwrap_or_else(|| panic!("no rate series {}", hex(c)));
+        let ys: Vec<f64> = line
+            .split_whitespace()
+            .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            ys.len() > 500,
+            "rate series {} has {} points",
+            hex(c),
+            ys.len()
+        );
+        // Paced at 1000/s: most of the evacuation sits on one height, inside
+        // the plot, well above zero.
+        let top = ys.iter().copied().fold(f64::MAX, f64::min);
+        assert!(
+            top > plot.y0 && top < plot.y1 - (plot.y1 - plot.y0) * 0.3,
+            "{top}"
+        );
+    }
+
+    let title = format!(
+        "Connections per instance ({} instances, same scale)",
+        2 * REPLICAS
+    );
+    let instances = chart_titled(&page, &title);
+    let panels = plot_areas(instances);
+    assert_eq!(panels.len(), 2 * REPLICAS, "one small chart per instance");
+    let (w, h) = (panels[0].x1 - panels[0].x0, panels[0].y1 - panels[0].y0);
+    assert!(w >= 80.0 && h >= 40.0, "panels too small: {w}×{h}");
+    for (i, p) in panels.iter().enumerate() {
+        assert_eq!((p.x1 - p.x0, p.y1 - p.y0), (w, h), "panel {i}: shared axes");
+        for q in &panels[i + 1..] {
+            assert!(!p.overlaps(q), "panels overlap: {p:?} {q:?}");
+        }
+    }
+    let all = texts(instances);
+    for name in &s.instances {
+        let (_, label) = all
+            .iter()
+            .find(|(c, _)| c.starts_with(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no panel title for {name}"));
+        assert!(
+            panels.iter().all(|p| !label.overlaps(p)),
+            "title of {name} on a plot"
+        );
+    }
+    // Balanced at the end: every new instance's title says the same count.
+    let ends: Vec<&str> = all
+        .iter()
+        .filter(|(c, _)| c.starts_with("d03b77e415-"))
+        .map(|(c, _)| c.split(": ").nth(1).unwrap())
+        .collect();
+    assert_eq!(ends.len(), REPLICAS);
+    assert!(
+        ends.iter().all(|e| *e == "8,333" || *e == "8,334"),
+        "{ends:?}"
+    );
+    assert_legend_outside_plots(
+        instances,
+        &[
+            "old set (revision 8e1f0c2a9b)",
+            "new set (revision d03b77e415)",
+        ],
+    );
+}
+
+#[test]
+fn runs_side_by_side_share_their_axes() {
+    let paced = blue_green();
+    let mut storm = blue_green();
+    storm.title = "naive at scale".into();
+    // Everyone cut at 14 s and back within a second: no evictions at all.
+    for x in &mut storm.timeline {
+        let back = ((x.t - 14.0).clamp(0.0, 1.0) * CLIENTS as f64) as u64;
+        x.reconnects = Some(back);
+        x.evicted = Some(0);
+    }
+    let page = html::render(&[paced.clone(), storm.clone()]);
+    assert!(page.contains("grid-template-columns:repeat(2,1fr)"));
+    let axes = chart::Axes::of(&[paced, storm]);
+    assert_eq!(axes.rate, 4000.0, "clipped at 4× the configured rate");
+    let rate_charts: Vec<&str> = page
+        .split("<svg")
+        .skip(1)
+        .filter(|s| s.contains(">\nEvictions and reconnects per second\n</text>"))
+        .collect();
+    assert_eq!(rate_charts.len(), 2);
+    // Same y axis: the same tick labels on both.
+    let ticks = |svg: &str| -> Vec<String> {
+        texts(svg)
+            .into_iter()
+            .map(|(c, _)| c)
+            .filter(|c| c.chars().all(|ch| ch.is_ascii_digit() || ch == ','))
+            .collect()
+    };
+    assert_eq!(ticks(rate_charts[0]), ticks(rate_charts[1]));
+    // The storm's peak, off the scale, is written at the top.
+    assert!(rate_charts[1].contains("↑ 100,0"), "peak label");
+    assert!(!rate_charts[0].contains('↑'));
+}
