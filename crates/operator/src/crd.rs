@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sluice_core::engine::{NodeEvacuationStatus, Phase};
 use sluice_core::spec::{MAX_RATE, MAX_SECONDS, UpdateStrategy};
 
-use crate::status::Timestamp;
+use sluice_core::time::Timestamp;
 
 /// The API group.
 pub const GROUP: &str = "sluice.dev";

@@ -3,67 +3,20 @@
 //! `observedGeneration`. The conversion is lossless for what the engine reads back,
 //! so a restarted operator resumes from the published status alone.
 
-use std::borrow::Cow;
-use std::time::Duration;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sluice_core::engine::{self, ConditionStatus, Status};
+pub use sluice_core::time::Timestamp;
 
 use crate::crd::{self, GracefulSetStatus};
 
-/// A point in time with millisecond precision, as an RFC 3339 string
-/// (`2026-12-02T08:37:12.123Z`). Kubernetes' `Time` keeps whole seconds only,
-/// which would shift the engine's deadlines on every round trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timestamp(pub Duration);
-
-impl Timestamp {
-    fn jiff(self) -> jiff::Timestamp {
-        let millis = i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX);
-        jiff::Timestamp::from_millisecond(millis).unwrap_or(jiff::Timestamp::MAX)
-    }
-
-    fn from_jiff(t: jiff::Timestamp) -> Timestamp {
-        Timestamp(Duration::from_millis(
-            u64::try_from(t.as_millisecond()).unwrap_or(0),
-        ))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.jiff().to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse::<jiff::Timestamp>()
-            .map(Timestamp::from_jiff)
-            .map_err(|e| serde::de::Error::custom(format!("expected an RFC 3339 time: {e}")))
-    }
-}
-
-impl JsonSchema for Timestamp {
-    fn schema_name() -> Cow<'static, str> {
-        "Timestamp".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "format": "date-time" })
-    }
-}
-
 /// Kubernetes' whole-second `Time` for an engine time.
-pub fn kube_time(at: Duration) -> Time {
-    Time(jiff::Timestamp::from_second(i64::try_from(at.as_secs()).unwrap_or(0)).unwrap_or_default())
+pub fn kube_time(at: Timestamp) -> Time {
+    let secs = i64::try_from(at.as_millis() / 1000).unwrap_or(0);
+    Time(jiff::Timestamp::from_second(secs).unwrap_or_default())
 }
 
-fn engine_time(t: &Time) -> Duration {
-    Duration::from_secs(u64::try_from(t.0.as_second()).unwrap_or(0))
+fn engine_time(t: &Time) -> Timestamp {
+    Timestamp::from_millis(u64::try_from(t.0.as_second()).unwrap_or(0) * 1000)
 }
 
 fn status_word(s: ConditionStatus) -> &'static str {
@@ -87,12 +40,12 @@ pub fn to_kube(s: &Status, generation: i64, selector: &str) -> GracefulSetStatus
         updated_replicas: s.updated_replicas,
         updated_ready_replicas: s.updated_ready_replicas,
         selector: selector.to_owned(),
-        update_started_at: s.update_started_at.map(Timestamp),
+        update_started_at: s.update_started_at,
         traffic_switch: s.traffic_switch.as_ref().map(|t| crd::TrafficSwitch {
             revision: t.revision.clone(),
-            at: Timestamp(t.at),
+            at: t.at,
         }),
-        waiting_since: s.waiting_since.map(Timestamp),
+        waiting_since: s.waiting_since,
         evacuations: s.evacuations.clone(),
         node_evacuations_status: s.node_evacuations_status.clone(),
         conditions: s
@@ -116,6 +69,7 @@ pub fn from_kube(s: &GracefulSetStatus) -> Option<Status> {
         return None;
     }
     Some(Status {
+        observed_generation: s.observed_generation,
         phase: s.phase,
         current_revision: s.current_revision.clone(),
         update_revision: s.update_revision.clone(),
@@ -124,12 +78,12 @@ pub fn from_kube(s: &GracefulSetStatus) -> Option<Status> {
         serving_replicas: s.serving_replicas,
         updated_replicas: s.updated_replicas,
         updated_ready_replicas: s.updated_ready_replicas,
-        update_started_at: s.update_started_at.map(|t| t.0),
+        update_started_at: s.update_started_at,
         traffic_switch: s.traffic_switch.as_ref().map(|t| engine::TrafficSwitch {
             revision: t.revision.clone(),
-            at: t.at.0,
+            at: t.at,
         }),
-        waiting_since: s.waiting_since.map(|t| t.0),
+        waiting_since: s.waiting_since,
         evacuations: s.evacuations.clone(),
         node_evacuations_status: s.node_evacuations_status.clone(),
         conditions: s
@@ -165,6 +119,7 @@ mod tests {
     #[test]
     fn the_engine_reads_back_what_it_published() {
         let s = Status {
+            observed_generation: 7,
             phase: Phase::WaitingInitialDelay,
             current_revision: "a".into(),
             update_revision: "b".into(),
@@ -173,10 +128,10 @@ mod tests {
             serving_replicas: 3,
             updated_replicas: 3,
             updated_ready_replicas: 3,
-            update_started_at: Some(Duration::from_millis(1_790_000_000_123)),
+            update_started_at: Some(Timestamp::from_millis(1_790_000_000_123)),
             traffic_switch: Some(TrafficSwitch {
                 revision: "b".into(),
-                at: Duration::from_millis(1_790_000_010_456),
+                at: Timestamp::from_millis(1_790_000_010_456),
             }),
             waiting_since: None,
             evacuations: vec!["a-0".into()],
@@ -186,7 +141,7 @@ mod tests {
                 status: ConditionStatus::True,
                 reason: "WaitingInitialDelay".into(),
                 message: "m".into(),
-                last_transition_time: Duration::from_secs(1_790_000_010),
+                last_transition_time: Timestamp::from_millis(1_790_000_010_000),
             }],
         };
         let published = to_kube(&s, 7, "app=x");

@@ -19,14 +19,15 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Client, Resource, ResourceExt};
-use sluice_core::engine::{self, Action, Decision, Observed, Phase};
+use sluice_core::engine::{self, Action, Decision, Observed};
 use sluice_core::spec::{EvacuationStrategy, InvalidField, StrategyType, check_range};
+use sluice_core::time::Timestamp;
 
 use crate::crd::{Condition, FINALIZER, GracefulSet, GracefulSetStatus};
 use crate::evacuator::emqx::EmqxDriver;
 use crate::evacuator::sidecar::SidecarDriver;
 use crate::evacuator::{Driver, DriverError, Evacuator, Report, Target};
-use crate::pod::{self, pod_name};
+use crate::pod;
 use crate::revision::{self, PodShape};
 use crate::status::{self, kube_time};
 use cluster::{ABORT_ANNOTATION, Cluster};
@@ -35,8 +36,6 @@ use observe::{PodView, gates};
 
 /// Condition type published when the spec is refused (with the field named).
 pub const INVALID_SPEC: &str = "InvalidSpec";
-/// How soon to look again when an evacuator could not be asked.
-const RETRY_UNKNOWN: Duration = Duration::from_secs(2);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -90,11 +89,9 @@ pub fn error_policy(set: Arc<GracefulSet>, error: &Error, _ctx: Arc<Context>) ->
     Requeue::requeue(Duration::from_secs(5))
 }
 
-/// Now, since the UNIX epoch (the engine's origin on Kubernetes).
-fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
+/// Now, for the engine.
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
 }
 
 /// Checks what the API server's schema cannot: the field is named from `spec`.
@@ -281,25 +278,9 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         }
     }
 
-    let unknown: Vec<String> = views
-        .iter()
-        .zip(&reports)
-        .filter(|(v, _)| !v.failed)
-        .filter_map(|(_, r)| match r {
-            Some(Err(e)) => Some(e.to_string()),
-            _ => None,
-        })
-        .collect();
-    if !unknown.is_empty() {
-        // Unknown is never read as zero: no decision until every live pod answers.
-        let note = format!("waiting for evacuators to answer: {}", unknown.join("; "));
-        publish(ctx, set, None, "EvacuatorUnreachable", note, true).await;
-        return Ok(Requeue::requeue(RETRY_UNKNOWN));
-    }
-
     let mut instances = Vec::with_capacity(views.len());
     for (v, r) in views.iter().zip(&reports) {
-        instances.push(v.instance(r.as_ref().and_then(|r| r.as_ref().ok())));
+        instances.push(v.instance(r.as_ref()));
     }
     let observed = Observed {
         instances,
@@ -317,6 +298,8 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         return Ok(Requeue::requeue(engine::REQUEUE_AT_REST));
     }
     let spec = engine::Spec {
+        name: name.clone(),
+        generation,
         replicas: set.spec.replicas,
         revision: revision.clone(),
         strategy: set.spec.update_strategy.clone(),
@@ -330,11 +313,6 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         cluster: &cluster,
         driver: &driver,
         revisions: &revisions,
-        migrate_to: views
-            .iter()
-            .filter(|v| v.revision == decision.status.target_revision() && v.ready && v.serving)
-            .filter_map(PodView::target)
-            .collect(),
     };
     for action in &decision.actions {
         applier.apply(&mut views, action).await?;
@@ -367,7 +345,7 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         )
         .await;
     }
-    if decision.status.phase == Phase::Aborted && observed.abort_requested {
+    if decision.clear_abort_request && observed.abort_requested {
         cluster.clear_abort().await?;
     }
     let in_use: Vec<&str> = views
@@ -430,15 +408,13 @@ struct Applier<'a> {
     cluster: &'a Cluster,
     driver: &'a Driver,
     revisions: &'a [ControllerRevision],
-    /// Where an EMQX evacuation sends sessions: the target revision's serving pods.
-    migrate_to: Vec<Target>,
 }
 
 impl Applier<'_> {
     /// Applies `action`, keeping `views` in step, and tells it in an Event.
     async fn apply(&self, views: &mut Vec<PodView>, action: &Action) -> Result<(), Error> {
         let (ctx, set, cluster) = (self.ctx, self.set, self.cluster);
-        let pod = pod_name(&cluster.set, action.name());
+        let pod = action.name().to_owned();
         let target = || {
             views
                 .iter()
@@ -474,10 +450,20 @@ impl Applier<'_> {
                 };
                 publish(ctx, set, Some(&pod), reason, note, false).await;
             }
-            Action::StartEvacuation { evacuation, .. } => {
+            Action::StartEvacuation {
+                evacuation,
+                migrate_to,
+                ..
+            } => {
                 let t = target()
                     .ok_or_else(|| Error::Apply(format!("pod {pod} has no IP to evacuate")))?;
-                self.driver.start(&t, evacuation, &self.migrate_to).await?;
+                // The instances that receive its clients (EMQX's `migrate_to`).
+                let to: Vec<Target> = views
+                    .iter()
+                    .filter(|v| migrate_to.contains(&v.name))
+                    .filter_map(PodView::target)
+                    .collect();
+                self.driver.start(&t, evacuation, &to).await?;
                 let note = format!(
                     "evacuating pod {pod}: {} connections/s, {} sessions/s, waitTakeover {} s",
                     evacuation.conn_evict_rate,

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use sluice_core::engine::Instance;
+use sluice_core::engine::{Instance, Load};
+use sluice_core::time::Timestamp;
 
-use crate::evacuator::{Report, Target};
-use crate::pod::{SERVING_GATE, SIDECAR_NAME, instance_name, serving_decision};
+use crate::evacuator::{DriverError, Report, Target};
+use crate::pod::{SERVING_GATE, SIDECAR_NAME, serving_decision};
 use crate::revision::REVISION_LABEL;
 
 /// One pod of the set, as observed.
@@ -16,14 +16,12 @@ use crate::revision::REVISION_LABEL;
 pub struct PodView {
     /// The pod's name.
     pub name: String,
-    /// The engine's name for it.
-    pub instance: String,
     /// Its namespace.
     pub namespace: String,
     /// Its revision label.
     pub revision: String,
-    /// Creation time since the UNIX epoch.
-    pub created_at: Duration,
+    /// Creation time.
+    pub created_at: Timestamp,
     /// All containers ready (the `ContainersReady` condition: readiness without
     /// the serving gate).
     pub ready: bool,
@@ -46,8 +44,11 @@ impl PodView {
     /// The pod as seen, or `None` if it is not one of the set's pods by name.
     pub fn of(set: &str, pod: &Pod, sidecar: bool) -> Option<PodView> {
         let meta = &pod.metadata;
-        let name = meta.name.clone()?;
-        let instance = instance_name(set, &name)?.to_owned();
+        // The engine names instances `{set}-{revision}-{n}`: the pod's name.
+        let name = meta
+            .name
+            .clone()
+            .filter(|n| n.starts_with(&format!("{set}-")))?;
         let status = pod.status.clone().unwrap_or_default();
         let condition = |type_: &str| {
             status
@@ -73,7 +74,6 @@ impl PodView {
         };
         Some(PodView {
             name,
-            instance,
             namespace: meta.namespace.clone().unwrap_or_default(),
             revision: meta
                 .labels
@@ -83,8 +83,8 @@ impl PodView {
             created_at: meta
                 .creation_timestamp
                 .as_ref()
-                .map(|t| Duration::from_secs(u64::try_from(t.0.as_second()).unwrap_or(0)))
-                .unwrap_or_default(),
+                .map(|t| Timestamp::from_millis(u64::try_from(t.0.as_millisecond()).unwrap_or(0)))
+                .unwrap_or(Timestamp::EPOCH),
             ready: condition("ContainersReady").unwrap_or(false),
             serving: serving_decision(meta.annotations.as_ref()),
             gate: condition(SERVING_GATE),
@@ -111,17 +111,24 @@ impl PodView {
     }
 
     /// The engine's instance, with the evacuator's report (`None` when none was
-    /// needed: nothing in the pod can hold a connection).
-    pub fn instance(&self, report: Option<&Report>) -> Instance {
-        let mut i = Instance::new(&self.instance, &self.revision, self.created_at);
+    /// needed: nothing in the pod can hold a connection). A failed call is
+    /// unknown load, never read as empty.
+    pub fn instance(&self, report: Option<&Result<Report, DriverError>>) -> Instance {
+        let mut i = Instance::new(&self.name, &self.revision, self.created_at);
         i.ready = self.ready && !self.failed;
         i.serving = self.serving;
         i.failed = self.failed;
-        if let Some(r) = report {
-            i.connections = r.connections;
-            i.sessions = r.sessions;
-            i.evacuation = r.evacuation.clone();
-        }
+        i.load = match report {
+            None => Load::EMPTY,
+            Some(Ok(r)) => Load::Known {
+                connections: r.connections,
+                sessions: r.sessions,
+                evacuation: r.evacuation.clone(),
+            },
+            Some(Err(e)) => Load::Unknown {
+                reason: e.to_string(),
+            },
+        };
         i
     }
 }
@@ -154,10 +161,9 @@ mod tests {
     fn view(name: &str, revision: &str, ready: bool, serving: bool) -> PodView {
         PodView {
             name: name.into(),
-            instance: name.into(),
             namespace: "default".into(),
             revision: revision.into(),
-            created_at: Duration::ZERO,
+            created_at: Timestamp::EPOCH,
             ready,
             serving,
             gate: None,
