@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sluice_core::engine::{NodeEvacuationStatus, Phase};
 use sluice_core::spec::{MAX_RATE, MAX_SECONDS, UpdateStrategy};
 
-use crate::status::Timestamp;
+use sluice_core::time::Timestamp;
 
 /// The API group.
 pub const GROUP: &str = "sluice.dev";
@@ -36,6 +36,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_POD: i32 = 10_000;
 /// reconnect storm: blue-green or surge-rolling, each old pod evacuated at a chosen
 /// rate before it is deleted.
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Several printer columns share a `type_`: not a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "sluice.dev",
     version = "v1alpha1",

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
+use sluice_core::engine::Phase;
 
 use crate::controller::cluster::ABORT_ANNOTATION;
 use crate::controller::observe::PodView;
@@ -62,6 +63,14 @@ pub enum KubectlError {
     /// The API refused.
     #[error(transparent)]
     Api(#[from] kube::Error),
+    /// `abort` while no update runs.
+    #[error("gracefulset/{name} is {phase:?}: no update in progress, nothing to abort")]
+    NothingToAbort {
+        /// The set.
+        name: String,
+        /// Its phase.
+        phase: Phase,
+    },
 }
 
 /// Runs a plugin command; returns what to print.
@@ -94,6 +103,12 @@ pub async fn run(args: KubectlArgs) -> Result<String, KubectlError> {
             Ok(render_status(&set, &views))
         }
         KubectlCommand::Abort { name } => {
+            // At rest there is nothing to abort, and a pending request would
+            // abort the next update as soon as it starts.
+            let phase = sets.get(&name).await?.status.map(|s| s.phase);
+            if let Some(p @ (Phase::Stable | Phase::Aborted)) = phase {
+                return Err(KubectlError::NothingToAbort { name, phase: p });
+            }
             let patch = json!({"metadata": {"annotations": {ABORT_ANNOTATION: "true"}}});
             sets.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                 .await?;

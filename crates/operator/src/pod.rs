@@ -48,17 +48,6 @@ pub fn token_secret_name(set: &str) -> String {
     format!("{set}-sluice-admin")
 }
 
-/// The pod name for the engine's instance name (`{revision prefix}-{index}`).
-pub fn pod_name(set: &str, instance: &str) -> String {
-    format!("{set}-{instance}")
-}
-
-/// The engine's instance name of a set's pod, or `None` if the pod is not named
-/// after the set.
-pub fn instance_name<'a>(set: &str, pod: &'a str) -> Option<&'a str> {
-    pod.strip_prefix(set)?.strip_prefix('-')
-}
-
 /// What a pod needs to stop without cutting anyone (drain on node drain).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {
@@ -370,12 +359,5 @@ mod tests {
             ..shape
         };
         assert!(check_template(&no_evacuator).is_ok());
-    }
-
-    #[test]
-    fn instance_names_round_trip() {
-        assert_eq!(pod_name("mqtt", "abc-0"), "mqtt-abc-0");
-        assert_eq!(instance_name("mqtt", "mqtt-abc-0"), Some("abc-0"));
-        assert_eq!(instance_name("mqtt", "other-abc-0"), None);
     }
 }

@@ -101,8 +101,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    init_logging();
     let client = client(args.kubeconfig.as_ref()).await?;
     let identity = args
         .identity
@@ -224,5 +236,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     metrics.leader.set(0);
+    tracing::info!(%identity, "stopped");
     result
 }

@@ -4,29 +4,19 @@
 //! so a restarted operator resumes from the published status alone.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use sluice_core::engine::{self, ConditionStatus, Status};
+pub use sluice_core::time::Timestamp;
 
 use crate::crd::{self, GracefulSetStatus};
 
-/// The engine's absolute time: RFC 3339 with milliseconds in JSON. Kubernetes'
-/// `Time` keeps whole seconds only, which would shift the engine's deadlines on
-/// every round trip, so the status' own times use this.
-pub use sluice_core::time::Timestamp;
-
 /// Kubernetes' whole-second `Time` for an engine time.
 pub fn kube_time(at: Timestamp) -> Time {
-    let secs = i64::try_from(at.as_millis() / 1000).unwrap_or(i64::MAX);
+    let secs = i64::try_from(at.as_millis() / 1000).unwrap_or(0);
     Time(jiff::Timestamp::from_second(secs).unwrap_or_default())
 }
 
-/// The engine's time for a Kubernetes `Time` (whole seconds).
-pub fn engine_time(t: &Time) -> Timestamp {
-    Timestamp::from_millis(
-        u64::try_from(t.0.as_second())
-            .unwrap_or(0)
-            .saturating_mul(1000),
-    )
+fn engine_time(t: &Time) -> Timestamp {
+    Timestamp::from_millis(u64::try_from(t.0.as_second()).unwrap_or(0) * 1000)
 }
 
 fn status_word(s: ConditionStatus) -> &'static str {

@@ -19,16 +19,17 @@ use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Client, Resource, ResourceExt};
-use sluice_core::engine::{self, Action, Decision, Observed, Phase};
+use sluice_core::engine::{self, Action, Decision, Observed};
 use sluice_core::spec::{EvacuationStrategy, InvalidField, StrategyType, check_range};
+use sluice_core::time::Timestamp;
 
 use crate::crd::{Condition, FINALIZER, GracefulSet, GracefulSetStatus};
 use crate::evacuator::emqx::EmqxDriver;
 use crate::evacuator::sidecar::SidecarDriver;
 use crate::evacuator::{Driver, DriverError, Evacuator, Report, Target};
-use crate::pod::{self, pod_name};
+use crate::pod;
 use crate::revision::{self, PodShape};
-use crate::status::{self, Timestamp, kube_time};
+use crate::status::{self, kube_time};
 use cluster::{ABORT_ANNOTATION, Cluster};
 pub use metrics::Metrics;
 use observe::{PodView, gates};
@@ -88,7 +89,7 @@ pub fn error_policy(set: Arc<GracefulSet>, error: &Error, _ctx: Arc<Context>) ->
     Requeue::requeue(Duration::from_secs(5))
 }
 
-/// Now, from the system clock (the engine never reads one itself).
+/// Now, for the engine.
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
@@ -277,27 +278,10 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         }
     }
 
-    let unknown: Vec<String> = views
-        .iter()
-        .zip(&reports)
-        .filter(|(v, _)| !v.failed)
-        .filter_map(|(_, r)| match r {
-            Some(Err(e)) => Some(e.to_string()),
-            _ => None,
-        })
-        .collect();
-    if !unknown.is_empty() {
-        // The engine keeps these pods (unknown is never read as zero) and says so
-        // in a condition; the Event tells `kubectl describe` why.
-        let note = format!("waiting for evacuators to answer: {}", unknown.join("; "));
-        publish(ctx, set, None, "EvacuatorUnreachable", note, true).await;
+    let mut instances = Vec::with_capacity(views.len());
+    for (v, r) in views.iter().zip(&reports) {
+        instances.push(v.instance(r.as_ref()));
     }
-
-    let instances: Vec<_> = views
-        .iter()
-        .zip(&reports)
-        .map(|(v, r)| v.instance(r.as_ref()))
-        .collect();
     let observed = Observed {
         instances,
         last_status: status::from_kube(&last),
@@ -329,11 +313,6 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         cluster: &cluster,
         driver: &driver,
         revisions: &revisions,
-        migrate_to: views
-            .iter()
-            .filter(|v| v.revision == decision.status.target_revision() && v.ready && v.serving)
-            .filter_map(PodView::target)
-            .collect(),
     };
     for action in &decision.actions {
         applier.apply(&mut views, action).await?;
@@ -366,7 +345,7 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         )
         .await;
     }
-    if decision.status.phase == Phase::Aborted && observed.abort_requested {
+    if decision.clear_abort_request && observed.abort_requested {
         cluster.clear_abort().await?;
     }
     let in_use: Vec<&str> = views
@@ -429,15 +408,13 @@ struct Applier<'a> {
     cluster: &'a Cluster,
     driver: &'a Driver,
     revisions: &'a [ControllerRevision],
-    /// Where an EMQX evacuation sends sessions: the target revision's serving pods.
-    migrate_to: Vec<Target>,
 }
 
 impl Applier<'_> {
     /// Applies `action`, keeping `views` in step, and tells it in an Event.
     async fn apply(&self, views: &mut Vec<PodView>, action: &Action) -> Result<(), Error> {
         let (ctx, set, cluster) = (self.ctx, self.set, self.cluster);
-        let pod = pod_name(&cluster.set, action.name());
+        let pod = action.name().to_owned();
         let target = || {
             views
                 .iter()
@@ -473,10 +450,20 @@ impl Applier<'_> {
                 };
                 publish(ctx, set, Some(&pod), reason, note, false).await;
             }
-            Action::StartEvacuation { evacuation, .. } => {
+            Action::StartEvacuation {
+                evacuation,
+                migrate_to,
+                ..
+            } => {
                 let t = target()
                     .ok_or_else(|| Error::Apply(format!("pod {pod} has no IP to evacuate")))?;
-                self.driver.start(&t, evacuation, &self.migrate_to).await?;
+                // The instances that receive its clients (EMQX's `migrate_to`).
+                let to: Vec<Target> = views
+                    .iter()
+                    .filter(|v| migrate_to.contains(&v.name))
+                    .filter_map(PodView::target)
+                    .collect();
+                self.driver.start(&t, evacuation, &to).await?;
                 let note = format!(
                     "evacuating pod {pod}: {} connections/s, {} sessions/s, waitTakeover {} s",
                     evacuation.conn_evict_rate,

@@ -1,22 +1,21 @@
 //! What the operator sees of a set's pods, and the engine's instances made from it.
 
-use k8s_openapi::api::core::v1::Pod;
-use sluice_core::engine::{Instance, Load};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use k8s_openapi::api::core::v1::Pod;
+use sluice_core::engine::{Instance, Load};
+use sluice_core::time::Timestamp;
+
 use crate::evacuator::{DriverError, Report, Target};
-use crate::pod::{SERVING_GATE, SIDECAR_NAME, instance_name, serving_decision};
+use crate::pod::{SERVING_GATE, SIDECAR_NAME, serving_decision};
 use crate::revision::REVISION_LABEL;
-use crate::status::{Timestamp, engine_time};
 
 /// One pod of the set, as observed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodView {
     /// The pod's name.
     pub name: String,
-    /// The engine's name for it.
-    pub instance: String,
     /// Its namespace.
     pub namespace: String,
     /// Its revision label.
@@ -45,8 +44,11 @@ impl PodView {
     /// The pod as seen, or `None` if it is not one of the set's pods by name.
     pub fn of(set: &str, pod: &Pod, sidecar: bool) -> Option<PodView> {
         let meta = &pod.metadata;
-        let name = meta.name.clone()?;
-        let instance = instance_name(set, &name)?.to_owned();
+        // The engine names instances `{set}-{revision}-{n}`: the pod's name.
+        let name = meta
+            .name
+            .clone()
+            .filter(|n| n.starts_with(&format!("{set}-")))?;
         let status = pod.status.clone().unwrap_or_default();
         let condition = |type_: &str| {
             status
@@ -72,7 +74,6 @@ impl PodView {
         };
         Some(PodView {
             name,
-            instance,
             namespace: meta.namespace.clone().unwrap_or_default(),
             revision: meta
                 .labels
@@ -82,8 +83,8 @@ impl PodView {
             created_at: meta
                 .creation_timestamp
                 .as_ref()
-                .map(engine_time)
-                .unwrap_or_default(),
+                .map(|t| Timestamp::from_millis(u64::try_from(t.0.as_millisecond()).unwrap_or(0)))
+                .unwrap_or(Timestamp::EPOCH),
             ready: condition("ContainersReady").unwrap_or(false),
             serving: serving_decision(meta.annotations.as_ref()),
             gate: condition(SERVING_GATE),
@@ -110,9 +111,10 @@ impl PodView {
     }
 
     /// The engine's instance, with the evacuator's report (`None` when none was
-    /// needed: nothing in the pod can hold a connection).
+    /// needed: nothing in the pod can hold a connection). A failed call is
+    /// unknown load, never read as empty.
     pub fn instance(&self, report: Option<&Result<Report, DriverError>>) -> Instance {
-        let mut i = Instance::new(&self.instance, &self.revision, self.created_at);
+        let mut i = Instance::new(&self.name, &self.revision, self.created_at);
         i.ready = self.ready && !self.failed;
         i.serving = self.serving;
         i.failed = self.failed;
@@ -159,7 +161,6 @@ mod tests {
     fn view(name: &str, revision: &str, ready: bool, serving: bool) -> PodView {
         PodView {
             name: name.into(),
-            instance: name.into(),
             namespace: "default".into(),
             revision: revision.into(),
             created_at: Timestamp::EPOCH,
