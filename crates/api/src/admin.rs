@@ -181,9 +181,11 @@ pub struct EvacuationStatus {
     /// The recipients the evacuation was started with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrate_to: Vec<String>,
-    /// Seconds after which still-open connections are closed (0 when disabled).
-    #[serde(default)]
-    pub deadline: u64,
+    /// Seconds after which still-open connections are closed, while an
+    /// evacuation runs (not in EMQX's shape, so `None` when the evacuator does
+    /// not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
     /// Connection and session counts.
     pub stats: EvacuationStats,
 }

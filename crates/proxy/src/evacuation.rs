@@ -319,7 +319,7 @@ pub fn status(upstream: &Upstream) -> EvacuationStatus {
         server_reference: p.and_then(|p| p.server_reference.clone()),
         mqtt5_evict: p.map(|p| p.mqtt5_evict.as_str().to_owned()),
         migrate_to: p.map(|p| p.migrate_to.clone()).unwrap_or_default(),
-        deadline: rate(|p| p.deadline),
+        deadline: p.map(|p| u64::from(p.deadline)),
         stats: EvacuationStats {
             initial_connected: if running {
                 count(evac.initial_connected)
