@@ -187,6 +187,9 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     cfg.client_id = format!("sluice_demo_{label}_%i");
     cfg.metrics = vec![up.metrics_url()];
     cfg.evict_rate = Some(f64::from(plan.rate));
+    if let AppKind::Http { .. } = plan.app {
+        cfg.protocol = sluice_bench::config::Protocol::Http;
+    }
     cfg.source_ips = plan.source_ips;
     let title = format!(
         "{label}: {} clients, {} replicas, connEvictRate {}/s",
@@ -277,7 +280,12 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
         once: promises::once(&summary.disconnect_histogram),
         capacity: promises::capacity(watch.min_serving, i64::from(plan.replicas)),
         balanced: promises::balanced(new_instances),
-        nothing_lost: promises::nothing_lost(summary.connected_at_end, clients),
+        nothing_lost: match (summary.non2xx, summary.socket_errors) {
+            (Some(non2xx), Some(errors)) => {
+                promises::nothing_lost_http(summary.connected_at_end, clients, non2xx, errors)
+            }
+            _ => promises::nothing_lost(summary.connected_at_end, clients),
+        },
     };
     if watch.aborted.is_some() {
         promises = promises.failed();
