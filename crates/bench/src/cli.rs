@@ -84,7 +84,7 @@ pub struct ConnArgs {
     /// 127.0.0.2-127.0.0.40, to go past one address's ephemeral ports.
     #[arg(long, value_name = "FIRST-LAST")]
     pub source_ips: Option<SourceIps>,
-    /// mqtt or tcp (connect and hold).
+    /// mqtt, tcp (connect and hold) or http (HTTP/1.1 keep-alive `GET /` loop).
     #[arg(long, value_enum, default_value_t = Protocol::Mqtt)]
     pub protocol: Protocol,
     /// Topic filter each MQTT client subscribes to (%i = client number).
@@ -99,6 +99,9 @@ pub struct ConnArgs {
     /// Payload bytes per message.
     #[arg(long, value_name = "BYTES", default_value_t = 16)]
     pub payload_size: usize,
+    /// HTTP clients: think time between a response and the next request, ms.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    pub http_interval_ms: u64,
     /// Give up on a TCP connect or a CONNACK after this many ms.
     #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
@@ -162,6 +165,7 @@ impl ConnArgs {
             publish_topic: self.publish_topic.clone(),
             payload_size: self.payload_size,
             connect_timeout_ms: self.connect_timeout,
+            http_interval_ms: self.http_interval_ms,
             max_connecting: self.max_connecting,
             metrics: self.metrics.iter().map(|m| m.to_string()).collect(),
             evict_rate: self.evict_rate.map(f64::from),

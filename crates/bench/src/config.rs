@@ -18,6 +18,8 @@ pub enum Protocol {
     Mqtt,
     /// Raw TCP clients: connect and hold, optional traffic.
     Tcp,
+    /// HTTP/1.1 keep-alive clients: a `GET /` request loop on each connection.
+    Http,
 }
 
 impl std::fmt::Display for Protocol {
@@ -25,6 +27,7 @@ impl std::fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Mqtt => "mqtt",
             Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
         })
     }
 }
@@ -210,6 +213,9 @@ pub struct ConnConfig {
     pub payload_size: usize,
     /// Give up on a TCP connect or a CONNACK after this long.
     pub connect_timeout_ms: u64,
+    /// HTTP clients: think time between a response and the next request, ms.
+    #[serde(default = "default_http_interval_ms")]
+    pub http_interval_ms: u64,
     /// At most this many clients are between "start connecting" and
     /// "connected" at once (per process), so a burst does not overflow the
     /// server's accept backlog.
@@ -250,6 +256,7 @@ impl ConnConfig {
             publish_topic: "sluice/bench/%i".into(),
             payload_size: 16,
             connect_timeout_ms: 10_000,
+            http_interval_ms: default_http_interval_ms(),
             max_connecting: 64,
             metrics: Vec::new(),
             evict_rate: None,
@@ -279,8 +286,13 @@ impl ConnConfig {
                 self.port
             ),
             Protocol::Tcp => format!("tcp → {}:{}", self.host, self.port),
+            Protocol::Http => format!("http/1.1 → {}:{}", self.host, self.port),
         }
     }
+}
+
+fn default_http_interval_ms() -> u64 {
+    10
 }
 
 /// Replaces `%i` in `pattern` with `index + 1`.

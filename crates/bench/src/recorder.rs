@@ -17,6 +17,9 @@ pub enum Cause {
     ServerDisconnect(u8),
     /// The peer closed the connection (FIN, end of stream).
     ClosedByPeer,
+    /// The HTTP server announced `Connection: close` and closed after the
+    /// response: a graceful leave, not an error.
+    ConnectionClose,
     /// The connection was reset (RST, broken pipe).
     Reset,
     /// Nobody listened (RST to SYN).
@@ -44,6 +47,7 @@ impl Cause {
         match self {
             Cause::ServerDisconnect(code) => format!("server_disconnect:{code:#04x}"),
             Cause::ClosedByPeer => "closed_by_peer".into(),
+            Cause::ConnectionClose => "connection_close".into(),
             Cause::Reset => "reset".into(),
             Cause::ConnectRefused => "connect_refused".into(),
             Cause::ConnectTimeout => "connect_timeout".into(),
@@ -78,6 +82,7 @@ pub fn describe_cause(key: &str) -> String {
     };
     match key {
         "closed_by_peer" => "closed by peer".into(),
+        "connection_close" => "Connection: close".into(),
         "reset" => "reset".into(),
         "connect_refused" => "connect refused".into(),
         "connect_timeout" => "connect timeout".into(),
@@ -223,6 +228,30 @@ pub struct ClientRecord {
     /// Time spent disconnected after a disconnect, until reconnected (or the
     /// end of the run).
     pub down: Duration,
+    /// HTTP clients' request counts (zero for other protocols).
+    pub http: HttpCounts,
+}
+
+/// What one HTTP client saw of its requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCounts {
+    /// Requests sent.
+    pub requests: u64,
+    /// Complete responses with a status outside 200-299.
+    pub non2xx: u64,
+    /// Requests that failed at the socket level: a reset, the connection
+    /// closed before or inside a response without `Connection: close`, an
+    /// unparseable response, or a failed reconnect after having been connected.
+    pub socket_errors: u64,
+}
+
+impl std::ops::AddAssign for HttpCounts {
+    fn add_assign(&mut self, o: HttpCounts) {
+        self.requests += o.requests;
+        self.non2xx += o.non2xx;
+        self.socket_errors += o.socket_errors;
+    }
 }
 
 /// Samples shared by a process's clients: establishment latencies,
@@ -297,6 +326,9 @@ pub struct Aggregate {
     pub rss_peak_bytes: u64,
     /// Processes that ran clients.
     pub processes: u32,
+    /// HTTP clients' request counts, summed.
+    #[serde(default)]
+    pub http: HttpCounts,
 }
 
 impl Aggregate {
@@ -318,6 +350,7 @@ impl Aggregate {
         let down = r.down.as_millis() as u64;
         self.down_millis_total += down;
         self.down_millis_max = self.down_millis_max.max(down);
+        self.http += r.http;
     }
 
     /// Moves the shared samples in.
@@ -364,6 +397,7 @@ impl Aggregate {
         self.rss_baseline_bytes += o.rss_baseline_bytes;
         self.rss_peak_bytes += o.rss_peak_bytes;
         self.processes += o.processes;
+        self.http += o.http;
     }
 }
 

@@ -70,6 +70,17 @@ pub struct Summary {
     /// sets it): the eviction-rate chart's reference line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evict_rate: Option<f64>,
+    /// HTTP runs only: requests sent, over all clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// HTTP runs only: complete responses with a status outside 200-299.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non2xx: Option<u64>,
+    /// HTTP runs only: requests that failed at the socket level (reset, closed
+    /// before or inside a response without `Connection: close`, bad response,
+    /// failed reconnect after having been connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_errors: Option<u64>,
     /// Samples every 100 ms.
     pub timeline: Vec<TimelineSample>,
 }
@@ -222,6 +233,7 @@ impl Summary {
             agg.disconnect_histogram.push(0);
         }
         let grown = agg.rss_peak_bytes.saturating_sub(agg.rss_baseline_bytes);
+        let http = |v: u64| (cfg.protocol == Protocol::Http).then_some(v);
         Summary {
             title: title.map_or_else(
                 || format!("{} clients, {}", cfg.count, cfg.describe_target()),
@@ -264,6 +276,9 @@ impl Summary {
             instances,
             revisions: BTreeMap::new(),
             evict_rate: cfg.evict_rate,
+            requests: http(agg.http.requests),
+            non2xx: http(agg.http.non2xx),
+            socket_errors: http(agg.http.socket_errors),
             timeline,
         }
     }
@@ -331,6 +346,14 @@ impl Summary {
                     "p50 {:.0} ms, p99 {:.0} ms",
                     self.reconnect_millis.p50, self.reconnect_millis.p99
                 ),
+            );
+        }
+        if let (Some(requests), Some(non2xx), Some(errors)) =
+            (self.requests, self.non2xx, self.socket_errors)
+        {
+            line(
+                "http requests",
+                format!("{requests} ({non2xx} non-2xx, {errors} socket errors)"),
             );
         }
         let failures: u64 = self.attempt_failures.values().sum();

@@ -66,6 +66,22 @@ pub enum AppKind {
         /// Its generated configuration file.
         config: PathBuf,
     },
+    /// `sluice serve-http --port {port}` (this binary): an HTTP/1.1
+    /// keep-alive server, evacuated with `protocol: http`.
+    Http {
+        /// The sluice binary, absolute.
+        sluice: PathBuf,
+    },
+}
+
+impl AppKind {
+    /// The fleet's `protocol`: `http` for the HTTP server, else `mqtt`.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            AppKind::Http { .. } => "http",
+            AppKind::Builtin { .. } | AppKind::Mosquitto { .. } => "mqtt",
+        }
+    }
 }
 
 /// Everything the fleet file says.
@@ -135,6 +151,12 @@ impl FleetSpec {
                     "-p".into(),
                     "{port}".into(),
                 ],
+                AppKind::Http { sluice } => vec![
+                    path_str(sluice),
+                    "serve-http".into(),
+                    "--port".into(),
+                    "{port}".into(),
+                ],
             }
         };
         let command: Vec<String> = if self.start_delay_seconds > 0 && !broken {
@@ -159,7 +181,7 @@ impl FleetSpec {
              name: {name}\n\
              replicas: {replicas}\n\
              listen: {listen}\n\
-             protocol: mqtt\n\
+             protocol: {protocol}\n\
              version: {version}\n\
              app:\n  \
                command: [{command}]\n  \
@@ -178,6 +200,7 @@ impl FleetSpec {
             name = self.name(),
             replicas = self.replicas,
             listen = quote(&self.listen.to_string()),
+            protocol = self.app.protocol(),
             version = quote(version),
             command = command.join(", "),
             kind = self.strategy.kind(),
@@ -283,6 +306,26 @@ mod tests {
                 "-p",
                 "{port}"
             ]
+        );
+    }
+
+    #[test]
+    fn the_http_app_serves_http_in_an_http_fleet() {
+        let mut s = spec(Strategy::BlueGreen);
+        s.app = AppKind::Http {
+            sluice: "/bin/sluice".into(),
+        };
+        let text = s.yaml("v1", false);
+        assert!(text.contains("protocol: http\n"), "{text}");
+        let f = Fleet::from_yaml_str(&text, "h").unwrap();
+        assert_eq!(
+            f.app.command.words().unwrap(),
+            ["/bin/sluice", "serve-http", "--port", "{port}"]
+        );
+        assert!(
+            spec(Strategy::BlueGreen)
+                .yaml("v1", false)
+                .contains("protocol: mqtt\n")
         );
     }
 

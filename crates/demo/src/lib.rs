@@ -43,8 +43,9 @@ pub struct DemoArgs {
     /// (`connEvictRate`, `sessEvictRate`).
     #[arg(long, default_value_t = 500)]
     pub rate: u32,
-    /// What each instance runs: sluice's built-in broker, or mosquitto (Debian
-    /// package `mosquitto`).
+    /// What each instance runs: sluice's built-in broker, mosquitto (Debian
+    /// package `mosquitto`), or sluice's built-in HTTP/1.1 server (`http`: the
+    /// clients are HTTP keep-alive request loops).
     #[arg(long, value_enum, default_value_t = AppArg::Builtin)]
     pub app: AppArg,
     /// Folder for report.html, summary.json and each strategy's fleet files and logs.
@@ -100,6 +101,19 @@ pub enum AppArg {
     Builtin,
     /// mosquitto, when installed.
     Mosquitto,
+    /// `sluice serve-http` with HTTP/1.1 keep-alive clients.
+    Http,
+}
+
+impl AppArg {
+    /// The flag's spelling, also `summary.json`'s `app`.
+    fn label(self) -> &'static str {
+        match self {
+            AppArg::Builtin => "builtin",
+            AppArg::Mosquitto => "mosquitto",
+            AppArg::Http => "http",
+        }
+    }
 }
 
 /// Fault injection for the tests (hidden flags).
@@ -214,6 +228,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             })?;
             AppKind::Mosquitto { mosquitto, config }
         }
+        AppArg::Http => AppKind::Http {
+            sluice: sluice.clone(),
+        },
     };
     let faults = Faults {
         kill_green: args.kill_green_during_evacuation,
@@ -228,6 +245,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         match args.app {
             AppArg::Builtin => "built-in broker",
             AppArg::Mosquitto => "mosquitto",
+            AppArg::Http => "built-in HTTP/1.1 server",
         },
         strategies
             .iter()
@@ -254,10 +272,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         clients: u64::from(args.clients),
         replicas: args.replicas,
         rate: args.rate,
-        app: match args.app {
-            AppArg::Builtin => "builtin".into(),
-            AppArg::Mosquitto => "mosquitto".into(),
-        },
+        app: args.app.label().into(),
         total_seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         strategies: results,
     };

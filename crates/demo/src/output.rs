@@ -66,10 +66,16 @@ pub fn cells(p: &Promises, evacuates: bool) -> [(&'static str, String, bool); 5]
         ("balanced", imbalance, p.balanced.pass),
         (
             "nothing lost",
-            format!(
-                "{}/{}",
-                p.nothing_lost.connected_at_end, p.nothing_lost.clients
-            ),
+            match (p.nothing_lost.non2xx, p.nothing_lost.socket_errors) {
+                (Some(non2xx), Some(errors)) => format!(
+                    "{}/{}, {non2xx} non-2xx, {errors} socket err",
+                    p.nothing_lost.connected_at_end, p.nothing_lost.clients
+                ),
+                _ => format!(
+                    "{}/{}",
+                    p.nothing_lost.connected_at_end, p.nothing_lost.clients
+                ),
+            },
             p.nothing_lost.pass,
         ),
     ]

@@ -104,7 +104,8 @@ pub struct Balanced {
     pub pass: bool,
 }
 
-/// Promise 5: nothing lost.
+/// Promise 5: nothing lost. For HTTP clients it also means no request
+/// failed: zero non-2xx responses and zero socket errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NothingLost {
@@ -112,7 +113,13 @@ pub struct NothingLost {
     pub connected_at_end: u64,
     /// Clients played.
     pub clients: u64,
-    /// All of them.
+    /// HTTP clients only: responses with a status outside 200-299.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non2xx: Option<u64>,
+    /// HTTP clients only: requests that failed at the socket level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_errors: Option<u64>,
+    /// All of them connected (and, for HTTP, no failed request).
     pub pass: bool,
 }
 
@@ -256,7 +263,25 @@ pub fn nothing_lost(connected_at_end: u64, clients: u64) -> NothingLost {
     NothingLost {
         connected_at_end,
         clients,
+        non2xx: None,
+        socket_errors: None,
         pass: connected_at_end == clients,
+    }
+}
+
+/// Promise 5 for HTTP clients: every client connected at the end, no
+/// non-2xx response and no socket error.
+pub fn nothing_lost_http(
+    connected_at_end: u64,
+    clients: u64,
+    non2xx: u64,
+    socket_errors: u64,
+) -> NothingLost {
+    NothingLost {
+        non2xx: Some(non2xx),
+        socket_errors: Some(socket_errors),
+        pass: connected_at_end == clients && non2xx == 0 && socket_errors == 0,
+        ..nothing_lost(connected_at_end, clients)
     }
 }
 
@@ -414,6 +439,10 @@ mod tests {
         assert!(!capacity(2, 3).pass);
         assert!(nothing_lost(3000, 3000).pass);
         assert!(!nothing_lost(2999, 3000).pass);
+        assert!(nothing_lost_http(3, 3, 0, 0).pass);
+        assert!(!nothing_lost_http(3, 3, 0, 1).pass);
+        assert!(!nothing_lost_http(3, 3, 1, 0).pass);
+        assert!(!nothing_lost_http(2, 3, 0, 0).pass);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! One simulated client: connect, hold the connection, and reconnect by
 //! itself after any disconnect, recording why each connection ended.
 //!
-//! The protocol-specific parts (handshake and holding) live in [`mqtt`] and
-//! [`tcp`]; the reconnect loop, dialling and bookkeeping are shared here.
+//! The protocol-specific parts (handshake and holding) live in [`mqtt`],
+//! [`tcp`] and [`http`]; the reconnect loop, dialling and bookkeeping are
+//! shared here.
 
+mod http;
 mod mqtt;
 mod tcp;
 
@@ -68,6 +70,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, index: u32) -> ClientRecord {
             Err(cause) => {
                 inc(&ctx.counters.failures);
                 record.failures.add(cause);
+                if ctx.cfg.protocol == Protocol::Http && record.connects > 0 {
+                    // A server that was serving and now refuses is an error
+                    // an HTTP client sees.
+                    record.http.socket_errors += 1;
+                }
                 failures_in_row += 1;
             }
             Ok((conn, latency)) => {
@@ -86,7 +93,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, index: u32) -> ClientRecord {
                 }
                 inc(&ctx.counters.connects);
                 ctx.counters.connected.fetch_add(1, Ordering::Relaxed);
-                let ended = hold(&ctx, index, conn, &mut stop).await;
+                let ended = hold(&ctx, index, conn, &mut stop, &mut record).await;
                 ctx.counters.connected.fetch_sub(1, Ordering::Relaxed);
                 match ended {
                     Ended::Stopped => break,
@@ -158,10 +165,17 @@ async fn dial(ctx: &Ctx, index: u32) -> Result<TcpStream, Cause> {
     Ok(stream)
 }
 
-async fn hold(ctx: &Ctx, index: u32, conn: Conn, stop: &mut watch::Receiver<bool>) -> Ended {
+async fn hold(
+    ctx: &Ctx,
+    index: u32,
+    conn: Conn,
+    stop: &mut watch::Receiver<bool>,
+    record: &mut ClientRecord,
+) -> Ended {
     match ctx.cfg.protocol {
         Protocol::Mqtt => mqtt::hold(ctx, index, conn, stop).await,
         Protocol::Tcp => tcp::hold(ctx, conn, stop).await,
+        Protocol::Http => http::hold(ctx, conn, stop, &mut record.http).await,
     }
 }
 
