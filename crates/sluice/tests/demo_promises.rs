@@ -150,7 +150,10 @@ fn done_means_the_promises_hold_for_blue_green_and_rolling_and_fail_for_naive() 
         ("evictions/s", 2),
     ] {
         let n = html.matches(legend).count();
-        assert!(n >= at_least, "{legend} appears {n} times, expected {at_least}");
+        assert!(
+            n >= at_least,
+            "{legend} appears {n} times, expected {at_least}"
+        );
     }
     // Blue-green's evictions, counted from the evacuators: every client once.
     let bench = std::fs::read_to_string(dir.0.join("blue-green").join("bench.json")).unwrap();
