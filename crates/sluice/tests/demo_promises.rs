@@ -155,11 +155,21 @@ fn done_means_the_promises_hold_for_blue_green_and_rolling_and_fail_for_naive() 
             "{legend} appears {n} times, expected {at_least}"
         );
     }
-    // Blue-green's evictions, counted from the evacuators: every client once.
+    // Blue-green's evictions, counted from the evacuators and sampled every
+    // 100 ms into the timeline. An instance's counter leaves `sluice up`'s
+    // metrics with the instance, so the last sample may miss the evictions of
+    // the last instance after its last scrape: the first two instances' are
+    // always there, never more than the clients (every client once is checked
+    // above, from the clients' own counts).
     let bench = std::fs::read_to_string(dir.0.join("blue-green").join("bench.json")).unwrap();
     let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
-    let evicted = bench["timeline"].as_array().unwrap().last().unwrap()["evicted"].as_u64();
-    assert_eq!(evicted, Some(2000), "evictions counted by the evacuators");
+    let evicted = bench["timeline"].as_array().unwrap().last().unwrap()["evicted"]
+        .as_u64()
+        .expect("the timeline counts evictions");
+    assert!(
+        (1300..=2000).contains(&evicted),
+        "evictions counted by the evacuators: {evicted} of 2000"
+    );
 }
 
 #[test]
