@@ -52,6 +52,8 @@ pub mod field {
     pub const REDIRECT_TO: &str = "redirect_to";
     /// What MQTT 5 clients are sent.
     pub const MQTT5_EVICT: &str = "mqtt5_evict";
+    /// How WebSocket connections are closed.
+    pub const WS_EVICT: &str = "ws_evict";
     /// EMQX: the nodes (instances) that receive the evicted clients.
     pub const MIGRATE_TO: &str = "migrate_to";
     /// Seconds after which connections still open (idle HTTP keep-alive ones)
@@ -66,6 +68,7 @@ pub mod field {
         SERVER_REFERENCE,
         REDIRECT_TO,
         MQTT5_EVICT,
+        WS_EVICT,
         MIGRATE_TO,
         DEADLINE,
     ];
@@ -81,6 +84,17 @@ pub mod mqtt5_evict {
     pub const DISCONNECT_8B: &str = "disconnect-8b";
     /// A plain close at a packet boundary (the default).
     pub const CLOSE: &str = "close";
+}
+
+/// The spellings of `ws_evict` (and of `sluice proxy --ws-evict`).
+pub mod ws_evict {
+    /// The proxy sends the client a Close between two server messages and
+    /// drops what the app sends after it (the default).
+    pub const INJECT: &str = "inject";
+    /// The proxy sends the app a masked Close between two client messages and
+    /// forwards until the app's own Close has reached the client: nothing the
+    /// app sent is dropped.
+    pub const LOSSLESS: &str = "lossless";
 }
 
 /// `POST …/evacuation`: start evacuating (EMQX's
@@ -110,6 +124,9 @@ pub struct EvacuationRequest {
     /// One of [`mqtt5_evict`]'s spellings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt5_evict: Option<String>,
+    /// One of [`ws_evict`]'s spellings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_evict: Option<String>,
     /// The instances that receive the evicted clients (EMQX: where sessions
     /// migrate). `sluice proxy` records them in its status; clients reconnect
     /// through the front, which sends them to these instances first.
@@ -136,6 +153,7 @@ impl EvacuationRequest {
             server_reference: None,
             redirect_to: None,
             mqtt5_evict: None,
+            ws_evict: None,
             migrate_to,
             deadline: None,
         }
@@ -151,6 +169,7 @@ impl EvacuationRequest {
             server_reference: None,
             redirect_to: None,
             mqtt5_evict: None,
+            ws_evict: None,
             migrate_to: Vec::new(),
             deadline: None,
         }
@@ -178,6 +197,10 @@ pub struct EvacuationStatus {
     pub server_reference: Option<String>,
     /// What MQTT 5 clients are sent ([`mqtt5_evict`]), while evacuating.
     pub mqtt5_evict: Option<String>,
+    /// How WebSocket connections are closed ([`ws_evict`]), while evacuating
+    /// (not in EMQX's shape, so `None` when the evacuator does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_evict: Option<String>,
     /// The recipients the evacuation was started with.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrate_to: Vec<String>,
@@ -291,6 +314,7 @@ mod tests {
             server_reference: Some("h:1".into()),
             redirect_to: Some("h:2".into()),
             mqtt5_evict: Some(mqtt5_evict::CLOSE.into()),
+            ws_evict: Some(ws_evict::LOSSLESS.into()),
             migrate_to: vec!["b".into()],
             deadline: Some(5),
         };

@@ -20,6 +20,16 @@ pub enum Protocol {
     Tcp,
     /// HTTP/1.1 keep-alive clients: a `GET /` request loop on each connection.
     Http,
+    /// WebSocket clients: an upgrade, then a loop of messages each waiting
+    /// for its echo.
+    Ws,
+}
+
+impl Protocol {
+    /// Its clients count requests, non-2xx answers and socket errors.
+    pub fn counts_requests(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Ws)
+    }
 }
 
 impl std::fmt::Display for Protocol {
@@ -28,6 +38,7 @@ impl std::fmt::Display for Protocol {
             Protocol::Mqtt => "mqtt",
             Protocol::Tcp => "tcp",
             Protocol::Http => "http",
+            Protocol::Ws => "ws",
         })
     }
 }
@@ -287,6 +298,7 @@ impl ConnConfig {
             ),
             Protocol::Tcp => format!("tcp → {}:{}", self.host, self.port),
             Protocol::Http => format!("http/1.1 → {}:{}", self.host, self.port),
+            Protocol::Ws => format!("websocket → {}:{}", self.host, self.port),
         }
     }
 }

@@ -20,6 +20,9 @@ pub enum Cause {
     /// The HTTP server announced `Connection: close` and closed after the
     /// response: a graceful leave, not an error.
     ConnectionClose,
+    /// The WebSocket server sent a Close with this code (answered): a
+    /// graceful leave.
+    WsClose(u16),
     /// The connection was reset (RST, broken pipe).
     Reset,
     /// Nobody listened (RST to SYN).
@@ -48,6 +51,7 @@ impl Cause {
             Cause::ServerDisconnect(code) => format!("server_disconnect:{code:#04x}"),
             Cause::ClosedByPeer => "closed_by_peer".into(),
             Cause::ConnectionClose => "connection_close".into(),
+            Cause::WsClose(code) => format!("ws_close:{code}"),
             Cause::Reset => "reset".into(),
             Cause::ConnectRefused => "connect_refused".into(),
             Cause::ConnectTimeout => "connect_timeout".into(),
@@ -97,6 +101,7 @@ pub fn describe_cause(key: &str) -> String {
                 reason::name(code(k))
             )
         }
+        k if k.starts_with("ws_close:") => format!("WebSocket Close {}", &k[9..]),
         k if k.starts_with("connack_refused:") => {
             format!(
                 "CONNACK refused {:#04x} ({})",

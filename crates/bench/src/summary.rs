@@ -233,7 +233,7 @@ impl Summary {
             agg.disconnect_histogram.push(0);
         }
         let grown = agg.rss_peak_bytes.saturating_sub(agg.rss_baseline_bytes);
-        let http = |v: u64| (cfg.protocol == Protocol::Http).then_some(v);
+        let http = |v: u64| cfg.protocol.counts_requests().then_some(v);
         Summary {
             title: title.map_or_else(
                 || format!("{} clients, {}", cfg.count, cfg.describe_target()),
@@ -352,7 +352,11 @@ impl Summary {
             (self.requests, self.non2xx, self.socket_errors)
         {
             line(
-                "http requests",
+                if self.protocol == Protocol::Ws {
+                    "ws messages"
+                } else {
+                    "http requests"
+                },
                 format!("{requests} ({non2xx} non-2xx, {errors} socket errors)"),
             );
         }

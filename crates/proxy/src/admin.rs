@@ -220,6 +220,7 @@ fn start(shared: &Shared, u: &Arc<Upstream>, raw: Result<Bytes, BytesRejection>)
     let params = EvacParams::from_body(
         &raw,
         shared.args.mqtt5_evict,
+        shared.args.ws_evict,
         shared.args.server_reference.as_deref(),
     )?;
     evacuation::start(u, params, shared.clock, &shared.registry.metrics)

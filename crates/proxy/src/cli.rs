@@ -77,6 +77,15 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "CODE", default_value_t = 1001, value_parser = parse_ws_close_code)]
     pub ws_close_code: u16,
 
+    /// How an evicted WebSocket connection is closed: `inject` (a Close to the
+    /// client between two server messages; what the app sends after it is
+    /// dropped) or `lossless` (a masked Close to the app between two client
+    /// messages, forwarding until the app's Close reached the client; after
+    /// `--evict-grace` without it, `inject`). Can be overridden per evacuation
+    /// with `ws_evict` in the body.
+    #[arg(long, value_enum, default_value_t = WsEvict::Inject)]
+    pub ws_evict: WsEvict,
+
     /// On SIGTERM: seconds to keep accepting after readiness turned 503, while
     /// endpoints forget this pod.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_secs)]
@@ -147,6 +156,33 @@ impl EvictMode {
         ]
         .into_iter()
         .find(|m| m.as_str() == s)
+    }
+}
+
+/// How an evicted WebSocket connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum WsEvict {
+    /// The proxy closes the client itself; the app's later messages are dropped.
+    Inject,
+    /// The proxy asks the app to close; every message the app sent arrives.
+    Lossless,
+}
+
+impl WsEvict {
+    /// The spelling used on the command line and in the admin API.
+    pub fn as_str(self) -> &'static str {
+        use sluice_api::admin::ws_evict::{INJECT, LOSSLESS};
+        match self {
+            WsEvict::Inject => INJECT,
+            WsEvict::Lossless => LOSSLESS,
+        }
+    }
+
+    /// Parses the spelling of [`WsEvict::as_str`].
+    pub fn parse(s: &str) -> Option<WsEvict> {
+        [WsEvict::Inject, WsEvict::Lossless]
+            .into_iter()
+            .find(|m| m.as_str() == s)
     }
 }
 
@@ -267,6 +303,8 @@ mod tests {
         assert!(parse_positive_secs("0").is_err());
         assert_eq!(EvictMode::parse("close"), Some(EvictMode::Close));
         assert_eq!(EvictMode::parse("nope"), None);
+        assert_eq!(WsEvict::parse("lossless"), Some(WsEvict::Lossless));
+        assert_eq!(WsEvict::parse("drop"), None);
         assert_eq!(parse_ws_close_code("1012"), Ok(1012));
         assert!(parse_ws_close_code("1000").unwrap_err().contains("1001"));
     }

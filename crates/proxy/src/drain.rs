@@ -33,6 +33,7 @@ pub async fn drain(shared: &Shared, term: &mut Signal, int: &mut Signal) {
             wait_health_check: 0,
             server_reference: args.server_reference.clone(),
             mqtt5_evict: args.mqtt5_evict,
+            ws_evict: args.ws_evict,
             migrate_to: Vec::new(),
             // Idle HTTP connections close before the process exits.
             deadline: u32::try_from(

@@ -16,7 +16,7 @@ use sluice_core::spec::{
 use tokio::task::AbortHandle;
 
 use crate::body::{BadRequest, Fields};
-use crate::cli::{EvictMode, check_host_port};
+use crate::cli::{EvictMode, WsEvict, check_host_port};
 use crate::metrics::Metrics;
 use crate::registry::{Eviction, Upstream, lock};
 
@@ -35,6 +35,8 @@ pub struct EvacParams {
     pub server_reference: Option<String>,
     /// What MQTT 5 clients are sent.
     pub mqtt5_evict: EvictMode,
+    /// How WebSocket connections are closed.
+    pub ws_evict: WsEvict,
     /// The instances that receive the evicted clients (EMQX's `migrate_to`),
     /// reported back in the status.
     pub migrate_to: Vec<String>,
@@ -53,6 +55,7 @@ impl EvacParams {
     pub fn from_body(
         bytes: &[u8],
         default_mode: EvictMode,
+        default_ws: WsEvict,
         default_reference: Option<&str>,
     ) -> Result<EvacParams, BadRequest> {
         let mut f = Fields::parse(bytes, field::EVACUATION_REQUEST)?;
@@ -97,6 +100,19 @@ impl EvacParams {
                 )
             })?,
         };
+        let ws_evict = match f.string(field::WS_EVICT)? {
+            None => default_ws,
+            Some(s) => WsEvict::parse(&s).ok_or_else(|| {
+                use sluice_api::admin::ws_evict::{INJECT, LOSSLESS};
+                BadRequest::field(
+                    field::WS_EVICT,
+                    format!(
+                        "`{}` must be {INJECT:?} or {LOSSLESS:?} (got {s:?})",
+                        field::WS_EVICT
+                    ),
+                )
+            })?,
+        };
         let migrate_to = f.strings(field::MIGRATE_TO)?.unwrap_or_default();
         let deadline = secs(&mut f, field::DEADLINE)?.unwrap_or(DEFAULT_DEADLINE.into());
         Ok(EvacParams {
@@ -107,6 +123,7 @@ impl EvacParams {
             wait_health_check: small(wait_health_check),
             server_reference: server_reference.or_else(|| default_reference.map(str::to_owned)),
             mqtt5_evict,
+            ws_evict,
             migrate_to,
         })
     }
@@ -262,22 +279,31 @@ async fn drive(
     if !set(EvacuationState::EvictingConns) {
         return;
     }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(params.deadline.into());
     let eviction = Eviction {
         mode: params.mqtt5_evict,
         server_reference: params.server_reference.as_deref().map(Arc::from),
-        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(params.deadline.into())),
+        ws_evict: params.ws_evict,
+        deadline: Some(deadline),
     };
+    // Past the deadline, the slots also close connections asked to leave that
+    // still wait idle for a request, longest idle first (the least likely to
+    // be sending one now), at the same pace: the deadline is no burst.
+    let past_deadline = || tokio::time::Instant::now() >= deadline;
     let mut pacer = Pacer::new(params.conn_evict_rate.into(), clock.now());
     loop {
-        if upstream.pending() == 0 {
-            // Connections asked to leave are closing; ones accepted just before
-            // the state changed are being established and will show up pending.
+        if upstream.pending() == 0 && !(past_deadline() && upstream.has_idle_marked()) {
+            // Connections asked to leave are closing (or waiting for their
+            // next request, or the deadline); ones accepted just before the
+            // state changed are being established and will show up pending.
             if upstream.live() == 0 {
                 break;
             }
             tokio::time::sleep(SETTLE_POLL).await;
         } else if pacer.try_acquire(clock.now()) {
-            upstream.evict_oldest(&eviction);
+            if !(past_deadline() && upstream.close_longest_idle()) {
+                upstream.evict_oldest(&eviction);
+            }
         } else {
             clock.sleep_until(pacer.next_slot()).await;
         }
@@ -318,6 +344,7 @@ pub fn status(upstream: &Upstream) -> EvacuationStatus {
         wait_health_check: rate(|p| p.wait_health_check),
         server_reference: p.and_then(|p| p.server_reference.clone()),
         mqtt5_evict: p.map(|p| p.mqtt5_evict.as_str().to_owned()),
+        ws_evict: p.map(|p| p.ws_evict.as_str().to_owned()),
         migrate_to: p.map(|p| p.migrate_to.clone()).unwrap_or_default(),
         deadline: p.map(|p| u64::from(p.deadline)),
         stats: EvacuationStats {
@@ -342,12 +369,13 @@ pub fn status(upstream: &Upstream) -> EvacuationStatus {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
-    use sluice_api::admin::{EvacuationRequest, mqtt5_evict};
+    use sluice_api::admin::{EvacuationRequest, mqtt5_evict, ws_evict};
 
     fn parse(body: &Value) -> Result<EvacParams, BadRequest> {
         EvacParams::from_body(
             body.to_string().as_bytes(),
             EvictMode::Disconnect8b,
+            WsEvict::Inject,
             Some("d:1"),
         )
     }
@@ -365,6 +393,7 @@ mod tests {
         assert_eq!(p.wait_health_check, DEFAULT_WAIT_HEALTH_CHECK as u32);
         assert_eq!(p.server_reference.as_deref(), Some("d:1"));
         assert_eq!(p.mqtt5_evict, EvictMode::Disconnect8b);
+        assert_eq!(p.ws_evict, WsEvict::Inject);
         assert!(p.migrate_to.is_empty());
         let p = parse(&request(&EvacuationRequest {
             sess_evict_rate: Some(20),
@@ -372,6 +401,7 @@ mod tests {
             wait_health_check: Some(0),
             server_reference: Some("host:1883".into()),
             mqtt5_evict: Some(mqtt5_evict::CLOSE.into()),
+            ws_evict: Some(ws_evict::LOSSLESS.into()),
             migrate_to: vec!["b".into(), "c".into()],
             deadline: Some(30),
             ..EvacuationRequest::at_rate(200)
@@ -381,12 +411,15 @@ mod tests {
         assert_eq!((p.sess_evict_rate, p.wait_takeover), (20, 5));
         assert_eq!(p.server_reference.as_deref(), Some("host:1883"));
         assert_eq!(p.mqtt5_evict, EvictMode::Close);
+        assert_eq!(p.ws_evict, WsEvict::Lossless);
         assert_eq!(p.migrate_to, ["b", "c"]);
     }
 
     #[test]
     fn bad_bodies_name_the_field() {
-        use field::{CONN_EVICT_RATE, MIGRATE_TO, MQTT5_EVICT, SERVER_REFERENCE, WAIT_TAKEOVER};
+        use field::{
+            CONN_EVICT_RATE, MIGRATE_TO, MQTT5_EVICT, SERVER_REFERENCE, WAIT_TAKEOVER, WS_EVICT,
+        };
         let typo = &CONN_EVICT_RATE[..CONN_EVICT_RATE.len() - 1];
         for (body, field, says) in [
             (json!({}), CONN_EVICT_RATE, "required"),
@@ -419,6 +452,11 @@ mod tests {
                 json!({ CONN_EVICT_RATE: 1, MQTT5_EVICT: "kick" }),
                 MQTT5_EVICT,
                 mqtt5_evict::DISCONNECT_9C,
+            ),
+            (
+                json!({ CONN_EVICT_RATE: 1, WS_EVICT: "drop" }),
+                WS_EVICT,
+                ws_evict::LOSSLESS,
             ),
             (
                 json!({ CONN_EVICT_RATE: 1, MIGRATE_TO: "b" }),

@@ -149,6 +149,7 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
         upstreams = ?shared.args.upstreams.iter().map(|u| format!("{}={}", u.name, u.addr)).collect::<Vec<_>>(),
         protocol = ?shared.args.protocol,
         mqtt5_evict = shared.args.mqtt5_evict.as_str(),
+        ws_evict = shared.args.ws_evict.as_str(),
         "sluice proxy started"
     );
     if let Some(listener) = listener {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::cli::{EvictMode, UpstreamArg};
+use crate::cli::{EvictMode, UpstreamArg, WsEvict};
 use sluice_core::balance::{Candidate, least_loaded};
 use sluice_core::engine::EvacuationState;
 
@@ -28,6 +28,8 @@ pub struct Eviction {
     pub mode: EvictMode,
     /// The Server Reference for DISCONNECT 0x9C.
     pub server_reference: Option<Arc<str>>,
+    /// How a WebSocket connection is closed.
+    pub ws_evict: WsEvict,
     /// When connections that wait for their next exchange (idle HTTP
     /// keep-alive) are closed anyway; `None`: after the evict grace.
     pub deadline: Option<tokio::time::Instant>,
@@ -38,7 +40,23 @@ pub struct Eviction {
 #[derive(Debug, Default)]
 pub struct ConnControl {
     eviction: OnceLock<Eviction>,
+    /// Since when the connection waits for its next request, as
+    /// [`idle_stamp`]; 0 while an exchange is in flight (or for protocols
+    /// that never wait idle).
+    idle_since: AtomicU64,
+    /// Its turn came to be closed while idle, past the evacuation's deadline.
+    close_idle: AtomicBool,
     notify: Notify,
+}
+
+/// A point in time as nanoseconds since the first call, plus one (so that 0
+/// can mean "never").
+fn idle_stamp() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_nanos())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
 }
 
 impl ConnControl {
@@ -46,6 +64,35 @@ impl ConnControl {
     pub fn evict(&self, eviction: Eviction) {
         let _ = self.eviction.set(eviction);
         self.notify.notify_waiters();
+    }
+
+    /// Records whether the connection waits idle for its next request; the
+    /// idle clock starts at the first call that says so.
+    pub fn set_idle(&self, idle: bool) {
+        if !idle {
+            self.idle_since.store(0, Ordering::Relaxed);
+        } else if self.idle_since.load(Ordering::Relaxed) == 0 {
+            self.idle_since.store(idle_stamp(), Ordering::Relaxed);
+        }
+    }
+
+    /// When it became idle (an [`idle_stamp`]), if it is.
+    fn idle_since(&self) -> Option<u64> {
+        Some(self.idle_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
+    /// Resolves once the evacuation told this (marked, idle) connection that
+    /// its turn to be closed came.
+    pub async fn closing(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.close_idle.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The eviction, once asked for.
@@ -84,6 +131,9 @@ pub struct Upstream {
     evicted: AtomicU64,
     /// Open connections not yet asked to leave, oldest first.
     pending: Mutex<BTreeMap<u64, Arc<ConnControl>>>,
+    /// Open connections asked to leave and not yet told to close at the
+    /// deadline (those waiting idle are closed there, longest idle first).
+    marked: Mutex<BTreeMap<u64, Arc<ConnControl>>>,
     /// Client ids that asked for a persistent session on this upstream, with
     /// when the session expires (`None`: while connected, or never).
     sessions: Mutex<HashMap<String, Option<Instant>>>,
@@ -105,6 +155,7 @@ impl Upstream {
             live: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             pending: Mutex::default(),
+            marked: Mutex::default(),
             sessions: Mutex::default(),
             evacuation: Mutex::default(),
             metrics: metrics.upstream(&arg.name),
@@ -172,13 +223,38 @@ impl Upstream {
     pub fn evict_oldest(&self, eviction: &Eviction) -> bool {
         let next = lock(&self.pending).pop_first();
         match next {
-            Some((_, control)) => {
+            Some((id, control)) => {
                 control.evict(eviction.clone());
+                lock(&self.marked).insert(id, control);
                 self.evicted.fetch_add(1, Ordering::SeqCst);
                 true
             }
             None => false,
         }
+    }
+
+    /// Whether a connection asked to leave still waits idle for its next
+    /// request (and was not yet told to close).
+    pub fn has_idle_marked(&self) -> bool {
+        lock(&self.marked).values().any(|c| c.idle_since().is_some())
+    }
+
+    /// Tells the connection asked to leave that has waited idle the longest
+    /// to close now (the evacuation's deadline passed); false if none waits.
+    pub fn close_longest_idle(&self) -> bool {
+        let mut marked = lock(&self.marked);
+        let longest = marked
+            .iter()
+            .filter_map(|(&id, c)| c.idle_since().map(|t| (t, id)))
+            .min();
+        let Some((_, id)) = longest else {
+            return false;
+        };
+        if let Some(control) = marked.remove(&id) {
+            control.close_idle.store(true, Ordering::SeqCst);
+            control.notify.notify_waiters();
+        }
+        true
     }
 
     /// Persistent sessions believed to live on this upstream
@@ -414,6 +490,7 @@ impl Drop for ConnSlot {
         let u = &self.upstream;
         if let Some(r) = self.registered.take() {
             lock(&u.pending).remove(&r.id);
+            lock(&u.marked).remove(&r.id);
             u.metrics.closed(r.protocol);
             if let Some((client_id, expiry)) = r.session {
                 u.session_closed(&client_id, expiry);
@@ -502,6 +579,7 @@ mod tests {
         let ev = Eviction {
             mode: EvictMode::Close,
             server_reference: None,
+            ws_evict: WsEvict::Inject,
             deadline: None,
         };
         assert!(a.evict_oldest(&ev));
@@ -522,5 +600,49 @@ mod tests {
         assert!(!a.evict_oldest(&ev));
         assert!(r.get("b").unwrap().forget_one_session());
         assert_eq!(r.get("b").unwrap().sessions(), 0);
+    }
+
+    #[test]
+    fn closes_idle_marked_connections_longest_idle_first() {
+        let r = registry(&["a"]);
+        let a = Arc::clone(r.get("a").unwrap());
+        let mut slots = Vec::new();
+        let controls: Vec<Arc<ConnControl>> = (0..4)
+            .map(|_| {
+                let mut s = r.pick().unwrap();
+                let c = r.register(&mut s, Protocol::Http, None);
+                slots.push(s);
+                c
+            })
+            .collect();
+        // Idle since: 2, then 0, then 3; 1 is busy. Apart by a millisecond
+        // so that the stamps differ.
+        for i in [2, 0, 3] {
+            controls[i].set_idle(true);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        controls[0].set_idle(true);
+        controls[1].set_idle(false);
+        assert!(!a.has_idle_marked(), "nothing is marked yet");
+        let ev = Eviction {
+            mode: EvictMode::Close,
+            server_reference: None,
+            ws_evict: WsEvict::Inject,
+            deadline: None,
+        };
+        while a.evict_oldest(&ev) {}
+        assert!(a.has_idle_marked());
+        let told = |c: &ConnControl| c.close_idle.load(Ordering::SeqCst);
+        let mut order = Vec::new();
+        while a.close_longest_idle() {
+            let next = (0..4).find(|&i| told(&controls[i]) && !order.contains(&i));
+            order.push(next.unwrap());
+        }
+        assert_eq!(order, [2, 0, 3], "longest idle first, the busy one never");
+        assert!(!a.has_idle_marked());
+        // A connection that closes leaves the marked set.
+        controls[1].set_idle(true);
+        drop(slots.remove(1));
+        assert!(!a.close_longest_idle());
     }
 }

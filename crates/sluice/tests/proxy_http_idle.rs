@@ -120,3 +120,71 @@ fn idle_connections_leave_on_their_next_response_or_at_the_deadline() {
         "{m}"
     );
 }
+
+/// At the deadline the connections still idle are closed one per pacer slot,
+/// the one idle the longest first: here four connections whose last
+/// responses came in the order 3, 1, 0, 2 (not their opening order) are
+/// closed in that order, each with a FIN, no faster than the rate.
+#[test]
+fn at_the_deadline_the_longest_idle_connection_is_closed_first() {
+    const RATE: u32 = 4;
+    let (_a, a) = serve_http("a");
+    let (_b, b) = serve_http("b");
+    let proxy = Proxy::start(&[("a", a), ("b", b)], &["--protocol", "http"]);
+    proxy.set_serving("b", false);
+    let mut conns: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(proxy.listen).unwrap())
+        .collect();
+    for s in &conns {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let idle_order = [3, 1, 0, 2];
+    for i in idle_order {
+        assert!(get(&mut conns[i]).ends_with("ok a\n"));
+    }
+    proxy.ok(
+        "POST",
+        "/upstreams/a/evacuation",
+        Some(&format!(
+            r#"{{"conn_evict_rate": {RATE}, "wait_health_check": 0, "deadline": 2}}"#
+        )),
+    );
+    // Each connection waits for its FIN on its own thread; the moment it came
+    // gives the order.
+    let waiters: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            std::thread::spawn(move || {
+                let clean = closed_cleanly(&mut s, Duration::from_secs(30));
+                (Instant::now(), i, clean)
+            })
+        })
+        .collect();
+    let mut closes: Vec<(Instant, usize, bool)> =
+        waiters.into_iter().map(|w| w.join().unwrap()).collect();
+    closes.sort();
+    let order: Vec<usize> = closes.iter().map(|c| c.1).collect();
+    assert_eq!(order, idle_order, "longest idle first");
+    assert!(closes.iter().all(|c| c.2), "a reset at the deadline");
+    // Three pacer intervals at least (250 ms each); a late wake-up only makes
+    // the span longer, and half of it leaves room for when each reader woke.
+    let span = closes[3].0 - closes[0].0;
+    assert!(
+        span >= Duration::from_secs(3) / RATE / 2,
+        "closed faster than {RATE}/s: {span:?}"
+    );
+    wait_until("a empty", Duration::from_secs(5), || {
+        proxy.connections("a") == 0
+    });
+    let m = proxy.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "sluice_evictions_total",
+            &[("upstream", "a"), ("reason", "deadline_idle")]
+        ),
+        4.0,
+        "{m}"
+    );
+}

@@ -96,48 +96,20 @@ impl Frames {
     /// Looks at the header bytes gathered so far; true once the whole header
     /// was read (then the payload, if any, follows).
     fn header_complete(&mut self) -> Result<bool, FrameError> {
-        let h = &self.header[..usize::from(self.have)];
-        if h.len() < 2 {
+        let Some(head) = parse_head(&self.header[..usize::from(self.have)])? else {
             return Ok(false);
-        }
-        let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0F);
-        let masked = h[1] & 0x80 != 0;
-        let len7 = h[1] & 0x7F;
-        let ext = match len7 {
-            126 => 2,
-            127 => 8,
-            _ => 0,
         };
-        let need = 2 + ext + if masked { 4 } else { 0 };
-        if h.len() < need {
-            return Ok(false);
-        }
-        let len = match ext {
-            0 => u64::from(len7),
-            2 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-            _ => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&h[2..10]);
-                let n = u64::from_be_bytes(b);
-                if n >> 63 != 0 {
-                    return Err(FrameError::BadLength);
-                }
-                n
-            }
-        };
-        match opcode {
+        match head.opcode {
             0x0 if !self.in_message => return Err(FrameError::BadFragmentation),
-            0x0 => self.in_message = !fin,
+            0x0 => self.in_message = !head.fin,
             0x1 | 0x2 if self.in_message => return Err(FrameError::BadFragmentation),
-            0x1 | 0x2 => self.in_message = !fin,
-            0x8..=0xA if !fin || len > 125 => return Err(FrameError::BadControlFrame),
-            0x8..=0xA => {}
-            other => return Err(FrameError::ReservedOpcode(other)),
+            0x1 | 0x2 => self.in_message = !head.fin,
+            _ => {}
         }
-        self.opcode = opcode;
+        self.opcode = head.opcode;
         self.have = 0;
-        self.payload_left = len;
-        if len == 0 {
+        self.payload_left = head.len;
+        if head.len == 0 {
             self.frame_done();
         }
         Ok(true)
@@ -150,11 +122,104 @@ impl Frames {
     }
 }
 
+/// A frame header (RFC 6455 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// The last frame of its message.
+    pub fin: bool,
+    /// 0x0 continuation, 0x1 text, 0x2 binary, 0x8 Close, 0x9 Ping, 0xA Pong.
+    pub opcode: u8,
+    /// The masking key, when the frame is masked (client to server).
+    pub mask: Option<[u8; 4]>,
+    /// Payload length.
+    pub len: u64,
+    /// Header length: where the payload starts.
+    pub header_len: usize,
+}
+
+/// Parses the frame header at the start of `buf`: `Ok(None)` until it is
+/// whole. Reserved opcodes, bad control frames and 64-bit lengths with the
+/// top bit set are errors; fragmentation is the caller's to follow.
+pub fn parse_head(buf: &[u8]) -> Result<Option<FrameHead>, FrameError> {
+    let [b0, b1, ..] = *buf else {
+        return Ok(None);
+    };
+    let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0F);
+    let masked = b1 & 0x80 != 0;
+    let len7 = b1 & 0x7F;
+    let ext = match len7 {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let header_len = 2 + ext + if masked { 4 } else { 0 };
+    if buf.len() < header_len {
+        return Ok(None);
+    }
+    let len = match ext {
+        0 => u64::from(len7),
+        2 => u64::from(u16::from_be_bytes([buf[2], buf[3]])),
+        _ => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            let n = u64::from_be_bytes(b);
+            if n >> 63 != 0 {
+                return Err(FrameError::BadLength);
+            }
+            n
+        }
+    };
+    match opcode {
+        0x0..=0x2 => {}
+        0x8..=0xA if !fin || len > 125 => return Err(FrameError::BadControlFrame),
+        0x8..=0xA => {}
+        other => return Err(FrameError::ReservedOpcode(other)),
+    }
+    let mask = masked.then(|| {
+        let m = &buf[2 + ext..header_len];
+        [m[0], m[1], m[2], m[3]]
+    });
+    Ok(Some(FrameHead {
+        fin,
+        opcode,
+        mask,
+        len,
+        header_len,
+    }))
+}
+
+/// A whole masked frame as a client sends it (RFC 6455 §5.3): FIN set,
+/// `opcode`, `payload` XORed with `mask`.
+pub fn masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
 /// An unmasked Close frame with status `code` and no reason, as a server
 /// sends it (RFC 6455 §5.5.1): e.g. `88 02 03 E9` for 1001.
 pub fn close_frame(code: u16) -> [u8; 4] {
     let [hi, lo] = code.to_be_bytes();
     [0x88, 0x02, hi, lo]
+}
+
+/// A masked Close frame with status `code` and no reason, as a client sends
+/// it (RFC 6455 §5.3: the payload XORed with `mask`, which goes in the header).
+pub fn masked_close_frame(code: u16, mask: [u8; 4]) -> Vec<u8> {
+    masked_frame(OPCODE_CLOSE, &code.to_be_bytes(), mask)
 }
 
 #[cfg(test)]
@@ -192,6 +257,19 @@ mod tests {
         let masked_close = frame(true, 8, true, 2);
         assert_eq!(f.advance(&masked_close, false), Ok(masked_close.len()));
         assert_eq!(f.closes(), 2);
+        let ours = masked_close_frame(1001, [0x10, 0x20, 0x30, 0x40]);
+        assert_eq!(ours, [0x88, 0x82, 0x10, 0x20, 0x30, 0x40, 0x13, 0xC9]);
+        let head = parse_head(&ours).unwrap().unwrap();
+        assert_eq!(
+            (head.opcode, head.mask, head.len, head.header_len),
+            (OPCODE_CLOSE, Some([0x10, 0x20, 0x30, 0x40]), 2, 6)
+        );
+        assert_eq!(parse_head(&ours[..5]), Ok(None));
+        let big = masked_frame(0x2, &[7; 300], [1, 2, 3, 4]);
+        let head = parse_head(&big).unwrap().unwrap();
+        assert_eq!((head.len, head.header_len, big.len()), (300, 8, 308));
+        assert_eq!(f.advance(&ours, false), Ok(8));
+        assert_eq!(f.closes(), 3);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{Conn, Ctx, Ended, cause_of, compact, read_some};
+use super::{Conn, Ctx, Ended, cause_of, compact, fill};
 use crate::recorder::{Cause, HttpCounts};
 
 /// How one request on the connection ended.
@@ -136,20 +136,7 @@ async fn exchange(
     }
 }
 
-/// Waits for bytes and appends them to `buf`; `Ok(0)` is the end of the stream.
-async fn fill(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<usize, Cause> {
-    loop {
-        stream.readable().await.map_err(|e| cause_of(&e))?;
-        match read_some(stream, buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(cause_of(&e)),
-        }
-    }
-}
-
-/// The `Host` header's value: IPv6 literals in brackets.
-fn host_header(host: &str, port: u16) -> String {
+pub(super) fn host_header(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

@@ -2,12 +2,13 @@
 //! itself after any disconnect, recording why each connection ended.
 //!
 //! The protocol-specific parts (handshake and holding) live in [`mqtt`],
-//! [`tcp`] and [`http`]; the reconnect loop, dialling and bookkeeping are
-//! shared here.
+//! [`tcp`], [`http`] and [`ws`]; the reconnect loop, dialling and bookkeeping
+//! are shared here.
 
 mod http;
 mod mqtt;
 mod tcp;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -70,7 +71,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, index: u32) -> ClientRecord {
             Err(cause) => {
                 inc(&ctx.counters.failures);
                 record.failures.add(cause);
-                if ctx.cfg.protocol == Protocol::Http && record.connects > 0 {
+                if ctx.cfg.protocol.counts_requests() && record.connects > 0 {
                     // A server that was serving and now refuses is an error
                     // an HTTP client sees.
                     record.http.socket_errors += 1;
@@ -176,6 +177,7 @@ async fn hold(
         Protocol::Mqtt => mqtt::hold(ctx, index, conn, stop).await,
         Protocol::Tcp => tcp::hold(ctx, conn, stop).await,
         Protocol::Http => http::hold(ctx, conn, stop, &mut record.http).await,
+        Protocol::Ws => ws::hold(ctx, index, conn, stop, &mut record.http).await,
     }
 }
 
@@ -196,6 +198,18 @@ fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     let n = stream.try_read(&mut scratch)?;
     buf.extend_from_slice(&scratch[..n]);
     Ok(n)
+}
+
+/// Waits for bytes and appends them to `buf`; `Ok(0)` is the end of the stream.
+async fn fill(stream: &TcpStream, buf: &mut Vec<u8>) -> Result<usize, Cause> {
+    loop {
+        stream.readable().await.map_err(|e| cause_of(&e))?;
+        match read_some(stream, buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(cause_of(&e)),
+        }
+    }
 }
 
 /// Reads and drops until the peer closes (or the socket fails).

@@ -336,13 +336,23 @@ impl Inst {
 
     /// Stops it for good: the evacuator first (SIGTERM: it evicts what is left
     /// at its drain rate and exits; SIGKILL after a grace), then the app
-    /// (SIGTERM, `terminationGracePeriodSeconds`, SIGKILL).
-    pub(crate) async fn stop(mut self) {
-        if let Some(mut e) = self.evacuator.take() {
-            let _ = e.stop(EVACUATOR_GRACE).await;
+    /// (SIGTERM, `terminationGracePeriodSeconds`, SIGKILL). With `app_first`
+    /// (the demo's naive restart, a plain rolling update) the app goes first:
+    /// its connections end the way the app ends them, as they do when a pod
+    /// without sluice is stopped, and the evacuator, stopped next, has nothing
+    /// left to evict gracefully.
+    pub(crate) async fn stop(mut self, app_first: bool) {
+        let mut order = [
+            (self.evacuator.take(), EVACUATOR_GRACE),
+            (self.app.take(), self.grace),
+        ];
+        if app_first {
+            order.reverse();
         }
-        if let Some(mut a) = self.app.take() {
-            let _ = a.stop(self.grace).await;
+        for (process, grace) in &mut order {
+            if let Some(p) = process {
+                let _ = p.stop(*grace).await;
+            }
         }
         let _ = std::fs::remove_file(&self.socket);
     }

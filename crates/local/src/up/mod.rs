@@ -244,7 +244,7 @@ pub async fn run_up(args: UpArgs) -> Result<(), LocalError> {
     let _ = front_task.await;
     let mut stopping = std::mem::take(&mut runner.stopping);
     for inst in instances {
-        stopping.spawn(inst.stop());
+        stopping.spawn(inst.stop(false));
     }
     let mut killed = false;
     loop {

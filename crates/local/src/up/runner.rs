@@ -239,7 +239,10 @@ impl Runner {
                         .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
                     if inst.failed() { ", failed" } else { "" }
                 );
-                self.stopping.spawn(inst.stop());
+                // A naive restart stops the instance as a plain rolling update
+                // would, app first; the strategies evacuate before deleting.
+                let naive = self.shared.lock().naive;
+                self.stopping.spawn(inst.stop(naive));
             }
         }
     }

@@ -21,8 +21,8 @@ pub mod exchange;
 pub mod h2;
 
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -31,7 +31,7 @@ use sluice_wire::http1::{
     Body, Framing, looks_like_request, parse_request_head, parse_response_head,
     with_connection_close,
 };
-use sluice_wire::ws::{Frames, close_frame};
+use sluice_wire::ws::{Frames, close_frame, masked_close_frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -39,6 +39,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Shared;
+use crate::cli::WsEvict;
 use crate::copy::{CHUNK, drain};
 use crate::registry::{ConnControl, Upstream, lock};
 use exchange::{Exchange, RequestVerdict};
@@ -48,7 +49,8 @@ use exchange::{Exchange, RequestVerdict};
 /// reset the connection and could destroy the last response).
 pub const LINGER: Duration = Duration::from_secs(1);
 
-/// How often a connection past its deadline looks whether it became idle.
+/// How often a connection told to close at the deadline while busy looks
+/// whether it became idle.
 const DEADLINE_POLL: Duration = Duration::from_millis(50);
 
 /// Whether a connection's first bytes are an HTTP request line or the
@@ -97,8 +99,15 @@ struct Conn<'a> {
     /// The responses are over and the client got a FIN: stop forwarding
     /// requests and close.
     finished: Signal,
-    /// A whole WebSocket Close frame from the client went to the app.
+    /// A whole WebSocket Close frame came from the client (and went to the
+    /// app, unless the proxy had sent the app its own).
     client_closed: Signal,
+    /// Lossless WebSocket eviction: when the proxy sent the app its masked
+    /// Close (raising `app_close_sent`).
+    app_close_at: OnceLock<Instant>,
+    app_close_sent: Signal,
+    /// A whole WebSocket Close frame from the app went to the client.
+    app_closed: Signal,
     ws_close_code: u16,
     grace: Duration,
 }
@@ -106,6 +115,37 @@ struct Conn<'a> {
 impl Conn<'_> {
     fn marked(&self) -> bool {
         self.control.eviction().is_some()
+    }
+
+    /// Marked, with the lossless WebSocket eviction.
+    fn lossless(&self) -> bool {
+        self.control
+            .eviction()
+            .is_some_and(|e| e.ws_evict == WsEvict::Lossless)
+    }
+
+    /// Lossless eviction, and the app's Close has not come within the grace
+    /// after the proxy's: fall back to injecting one to the client.
+    fn lossless_timed_out(&self) -> bool {
+        !self.app_closed.is_raised()
+            && self
+                .app_close_at
+                .get()
+                .is_some_and(|&at| Instant::now() >= at + self.grace)
+    }
+
+    /// The proxy may now close the WebSocket towards the client itself.
+    fn inject_due(&self) -> bool {
+        self.marked() && (!self.lossless() || self.lossless_timed_out())
+    }
+
+    /// Tells the evacuation whether the connection now waits idle for its
+    /// next request (how long it has is the order of the deadline's closes).
+    fn note_idle(&self) {
+        // Under the lock, so that the two directions' notes land in the order
+        // the exchange changed.
+        let x = lock(&self.exchange);
+        self.control.set_idle(x.idle());
     }
 }
 
@@ -129,6 +169,9 @@ pub async fn pipe(
         exchange: Mutex::default(),
         finished: Signal::default(),
         client_closed: Signal::default(),
+        app_close_at: OnceLock::new(),
+        app_close_sent: Signal::default(),
+        app_closed: Signal::default(),
         ws_close_code: shared.args.ws_close_code,
         grace: shared.args.evict_grace,
     };
@@ -151,23 +194,36 @@ pub async fn pipe(
     control.eviction().map(|_| outcome.unwrap_or("close"))
 }
 
-/// Resolves when a marked connection reaches the evacuation's deadline and is
-/// idle, or a grace period later whatever it does.
+/// Resolves when a marked connection is to be closed at the evacuation's
+/// deadline: when the evacuation tells it its turn came (idle connections go
+/// longest idle first, at the evacuation's pace) and it is idle, or when it is
+/// still busy a grace period after the deadline.
 async fn deadline(conn: &Conn<'_>) -> &'static str {
     let eviction = conn.control.evicted().await;
     let at = eviction
         .deadline
         .unwrap_or_else(|| Instant::now() + conn.grace);
-    tokio::time::sleep_until(at).await;
-    let hard = at + conn.grace;
-    loop {
-        if lock(&conn.exchange).idle() {
-            return "deadline_idle";
+    let idle = || lock(&conn.exchange).idle();
+    let turn = async {
+        conn.control.closing().await;
+        // Told while an exchange was in flight: that exchange normally ends
+        // with `Connection: close`; otherwise close once it is over.
+        while !idle() {
+            tokio::time::sleep(DEADLINE_POLL).await;
         }
-        if Instant::now() >= hard {
-            return "deadline_busy";
+        "deadline_idle"
+    };
+    let busy = async {
+        tokio::time::sleep_until(at + conn.grace).await;
+        if idle() {
+            // Idle connections wait for their turn.
+            std::future::pending::<()>().await;
         }
-        tokio::time::sleep(DEADLINE_POLL).await;
+        "deadline_busy"
+    };
+    tokio::select! {
+        r = turn => r,
+        r = busy => r,
     }
 }
 
@@ -218,8 +274,15 @@ enum Requests {
 
 /// What the request side should do after the bytes it has.
 enum RequestStep {
+    /// Forward the bytes, read more.
     More,
+    /// Forward the bytes, wait until the connection is finished.
     Held,
+    /// Forward the bytes, then the proxy's masked WebSocket Close (lossless
+    /// eviction); what the client sends later is not forwarded.
+    CloseApp,
+    /// Do not forward the bytes (the app already got the proxy's Close).
+    Drop,
 }
 
 /// The client→upstream direction.
@@ -234,18 +297,34 @@ async fn requests(
     let mut phase = Requests::Head;
     loop {
         let (n, step) = frame_requests(conn, &mut phase, &pending);
-        send(dst, &pending[..n], bytes).await?;
+        conn.note_idle();
+        if !matches!(step, RequestStep::Drop) {
+            send(dst, &pending[..n], bytes).await?;
+        }
         consume(&mut pending, n);
         if let Requests::WebSocket(f) = &phase
             && f.closes() > 0
         {
             conn.client_closed.raise();
         }
-        if matches!(step, RequestStep::Held) {
-            conn.finished.wait().await;
+        match step {
+            RequestStep::Held => conn.finished.wait().await,
+            RequestStep::CloseApp => {
+                send(dst, &masked_close_frame(conn.ws_close_code, mask_key()), bytes).await?;
+                let _ = conn.app_close_at.set(Instant::now());
+                conn.app_close_sent.raise();
+                // The bytes after the boundary, if any, are the client's to drop.
+                continue;
+            }
+            RequestStep::More | RequestStep::Drop => {}
         }
+        // A WebSocket whose lossless eviction is still to come wakes up for it.
+        let awaits_mark = matches!(phase, Requests::WebSocket(_))
+            && !conn.marked()
+            && !conn.app_close_sent.is_raised();
         let more = tokio::select! {
             biased;
+            _ = conn.control.evicted(), if awaits_mark => continue,
             () = conn.finished.wait() => {
                 // The last response went out: the upstream gets nothing more,
                 // the client's FIN is awaited (its bytes read and dropped).
@@ -266,6 +345,15 @@ async fn requests(
 fn frame_requests(conn: &Conn<'_>, phase: &mut Requests, pending: &[u8]) -> (usize, RequestStep) {
     let mut pos = 0;
     loop {
+        if let Requests::WebSocket(frames) = phase
+            && conn.lossless()
+            && frames.at_message_boundary()
+            && frames.closes() == 0
+            && !conn.app_close_sent.is_raised()
+            && !conn.app_closed.is_raised()
+        {
+            return (pos, RequestStep::CloseApp);
+        }
         let input = &pending[pos..];
         if input.is_empty() {
             return (pos, RequestStep::More);
@@ -319,12 +407,18 @@ fn frame_requests(conn: &Conn<'_>, phase: &mut Requests, pending: &[u8]) -> (usi
                     *phase = Requests::Opaque;
                 }
             },
-            Requests::WebSocket(frames) => {
-                if frames.advance(input, false).is_err() {
-                    *phase = Requests::Opaque;
-                }
-                pos = pending.len();
+            Requests::WebSocket(frames) if conn.app_close_sent.is_raised() => {
+                // Only the client's Close matters now (it ends the wait).
+                let _ = frames.advance(input, false);
+                return (pending.len(), RequestStep::Drop);
             }
+            Requests::WebSocket(frames) => match frames.advance(input, conn.lossless()) {
+                Ok(n) => pos += n,
+                Err(_) => {
+                    *phase = Requests::Opaque;
+                    pos = pending.len();
+                }
+            },
             Requests::Opaque => pos = pending.len(),
         }
     }
@@ -336,7 +430,9 @@ enum Responses {
     Body(Body),
     WebSocket {
         frames: Frames,
-        close_sent: Option<Instant>,
+        /// A Close went to the client: when, and the eviction reason once
+        /// the client answers.
+        close_sent: Option<(Instant, &'static str)>,
     },
     Opaque,
 }
@@ -355,6 +451,7 @@ async fn responses(
     loop {
         let finished =
             forward_responses(conn, &mut phase, &mut closing, &mut pending, dst, bytes).await?;
+        conn.note_idle();
         if let Some(reason) = finished {
             let _ = dst.shutdown().await;
             conn.finished.raise();
@@ -362,16 +459,26 @@ async fn responses(
         }
         let more = match &phase {
             Responses::WebSocket {
-                close_sent: Some(at),
+                close_sent: Some((at, reason)),
                 ..
             } => {
-                let at = *at;
+                let (at, reason) = (*at, *reason);
                 tokio::select! {
-                    () = conn.client_closed.wait() => Some("ws_close"),
+                    () = conn.client_closed.wait() => Some(reason),
                     () = tokio::time::sleep_until(at + conn.grace) => Some("ws_timeout"),
-                    r = read_more(src, &mut pending) => if r? { None } else { Some("ws_close") },
+                    r = read_more(src, &mut pending) => if r? { None } else { Some(reason) },
                 }
                 .map_or(Ok(true), Err)
+            }
+            // Lossless eviction: the app's Close is awaited; the wait ends at
+            // the fallback's time, when the client gets a Close of the proxy's.
+            Responses::WebSocket { .. } if conn.lossless() && !conn.inject_due() => {
+                let fallback_at = conn.app_close_at.get().map(|&at| at + conn.grace);
+                tokio::select! {
+                    () = conn.app_close_sent.wait(), if fallback_at.is_none() => Ok(true),
+                    () = sleep_until_some(fallback_at), if fallback_at.is_some() => Ok(true),
+                    r = read_more(src, &mut pending) => Ok(r?),
+                }
             }
             Responses::WebSocket { .. } | Responses::Opaque if !conn.marked() => {
                 tokio::select! {
@@ -421,13 +528,23 @@ async fn forward_responses(
         let marked = conn.marked();
         if let Responses::WebSocket { frames, close_sent } = phase
             && close_sent.is_none()
-            && marked
             && frames.at_message_boundary()
         {
-            send(dst, &pending[flushed..pos], bytes).await?;
-            send(dst, &close_frame(conn.ws_close_code), bytes).await?;
-            *close_sent = Some(Instant::now());
-            flushed = pos;
+            if conn.lossless() && frames.closes() > 0 {
+                // The app's Close went to the client: nothing was dropped.
+                conn.app_closed.raise();
+                *close_sent = Some((Instant::now(), "ws_app_close"));
+            } else if conn.inject_due() {
+                send(dst, &pending[flushed..pos], bytes).await?;
+                send(dst, &close_frame(conn.ws_close_code), bytes).await?;
+                let reason = if conn.lossless() {
+                    "ws_app_timeout"
+                } else {
+                    "ws_close"
+                };
+                *close_sent = Some((Instant::now(), reason));
+                flushed = pos;
+            }
         }
         let input = &pending[pos..];
         if input.is_empty() {
@@ -535,6 +652,21 @@ async fn forward_responses(
     send(dst, &pending[flushed..pos], bytes).await?;
     consume(pending, pos);
     Ok(done)
+}
+
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A random WebSocket masking key (RFC 6455 §5.3 wants it unpredictable).
+fn mask_key() -> [u8; 4] {
+    use std::hash::{BuildHasher, RandomState};
+    let h = RandomState::new().hash_one(Instant::now());
+    (h as u32).to_be_bytes()
 }
 
 /// An opaque connection is evicted as a plain close.

@@ -282,6 +282,30 @@ pub fn peer(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A Python WebSocket echo server from `tests/peers` on a free port, started
+/// once it printed `ready`: `ws_echo_server.py` (Python `websockets`) or
+/// `ws_deaf_server.py` (never answers a Close).
+pub fn ws_echo_server(script: &str) -> (ChildGuard, SocketAddr) {
+    let python = python_with("websockets", "websockets");
+    let port = free_port();
+    let mut child = Command::new(python)
+        .arg(peer(script))
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the echo server");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read the echo server's ready line");
+    assert_eq!(line.trim(), "ready", "the echo server did not start");
+    (ChildGuard(child), SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 /// `sluice serve-http --name NAME` on a free port, waited for; killed when
 /// the guard drops.
 pub fn serve_http(name: &str) -> (ChildGuard, SocketAddr) {
