@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::http::host_header;
-use super::{Conn, Ctx, Ended, Rng, cause_of, compact, fill};
+use super::{Conn, Ctx, Ended, Rng, cause_of, compact, fill, read_some};
 use crate::recorder::{Cause, HttpCounts};
 
 const OPCODE_TEXT: u8 = 0x1;
@@ -133,7 +133,12 @@ pub(super) async fn hold(
         buf,
         rng: Rng::new(index),
     };
-    match upgrade(ctx, &mut s).await {
+    let upgraded = tokio::select! {
+        biased;
+        _ = crate::stopped(stop) => return Ended::Stopped,
+        r = upgrade(ctx, &mut s) => r,
+    };
+    match upgraded {
         Ok(true) => {}
         Ok(false) => {
             counts.requests += 1;
@@ -162,11 +167,30 @@ pub(super) async fn hold(
             _ = tokio::time::sleep(think) => None,
         };
         if let Some(ready) = idle_read {
-            if let Err(e) = ready {
-                counts.socket_errors += 1;
-                return Ended::Lost(cause_of(&e));
+            let read = ready.and_then(|()| read_some(&s.stream, &mut s.buf));
+            match read {
+                Ok(0) => {
+                    counts.socket_errors += 1;
+                    return Ended::Lost(Cause::ClosedByPeer);
+                }
+                Ok(_) => {}
+                // The readiness was stale (it stays set until a read would
+                // block): nothing came.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    counts.socket_errors += 1;
+                    return Ended::Lost(cause_of(&e));
+                }
             }
-            match s.next().await {
+            let incoming = tokio::select! {
+                biased;
+                _ = crate::stopped(stop) => {
+                    let _ = s.stream.shutdown().await;
+                    return Ended::Stopped;
+                }
+                r = s.next() => r,
+            };
+            match incoming {
                 Ok(Incoming::Close(code)) => return s.closed(code).await,
                 Ok(Incoming::Message(_)) => {
                     counts.socket_errors += 1;
