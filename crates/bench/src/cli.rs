@@ -84,7 +84,8 @@ pub struct ConnArgs {
     /// 127.0.0.2-127.0.0.40, to go past one address's ephemeral ports.
     #[arg(long, value_name = "FIRST-LAST")]
     pub source_ips: Option<SourceIps>,
-    /// mqtt, tcp (connect and hold) or http (HTTP/1.1 keep-alive `GET /` loop).
+    /// mqtt, tcp (connect and hold), http (HTTP/1.1 keep-alive `GET /` loop),
+    /// ws (WebSocket echo loop) or h2 (HTTP/2 cleartext gRPC-shaped calls).
     #[arg(long, value_enum, default_value_t = Protocol::Mqtt)]
     pub protocol: Protocol,
     /// Topic filter each MQTT client subscribes to (%i = client number).
@@ -99,7 +100,8 @@ pub struct ConnArgs {
     /// Payload bytes per message.
     #[arg(long, value_name = "BYTES", default_value_t = 16)]
     pub payload_size: usize,
-    /// HTTP clients: think time between a response and the next request, ms.
+    /// HTTP, WebSocket and HTTP/2 clients: think time between a response and
+    /// the next request, ms.
     #[arg(long, value_name = "MS", default_value_t = 10)]
     pub http_interval_ms: u64,
     /// Give up on a TCP connect or a CONNACK after this many ms.

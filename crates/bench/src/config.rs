@@ -23,12 +23,15 @@ pub enum Protocol {
     /// WebSocket clients: an upgrade, then a loop of messages each waiting
     /// for its echo.
     Ws,
+    /// HTTP/2 cleartext clients: a loop of gRPC-shaped unary calls on each
+    /// connection.
+    H2,
 }
 
 impl Protocol {
     /// Its clients count requests, non-2xx answers and socket errors.
     pub fn counts_requests(self) -> bool {
-        matches!(self, Protocol::Http | Protocol::Ws)
+        matches!(self, Protocol::Http | Protocol::Ws | Protocol::H2)
     }
 }
 
@@ -39,6 +42,7 @@ impl std::fmt::Display for Protocol {
             Protocol::Tcp => "tcp",
             Protocol::Http => "http",
             Protocol::Ws => "ws",
+            Protocol::H2 => "h2",
         })
     }
 }
@@ -299,6 +303,7 @@ impl ConnConfig {
             Protocol::Tcp => format!("tcp → {}:{}", self.host, self.port),
             Protocol::Http => format!("http/1.1 → {}:{}", self.host, self.port),
             Protocol::Ws => format!("websocket → {}:{}", self.host, self.port),
+            Protocol::H2 => format!("h2c → {}:{}", self.host, self.port),
         }
     }
 }

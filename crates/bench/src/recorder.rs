@@ -23,6 +23,8 @@ pub enum Cause {
     /// The WebSocket server sent a Close with this code (answered): a
     /// graceful leave.
     WsClose(u16),
+    /// The HTTP/2 server sent GOAWAY with NO_ERROR: a graceful leave.
+    GoAway,
     /// The connection was reset (RST, broken pipe).
     Reset,
     /// Nobody listened (RST to SYN).
@@ -52,6 +54,7 @@ impl Cause {
             Cause::ClosedByPeer => "closed_by_peer".into(),
             Cause::ConnectionClose => "connection_close".into(),
             Cause::WsClose(code) => format!("ws_close:{code}"),
+            Cause::GoAway => "goaway".into(),
             Cause::Reset => "reset".into(),
             Cause::ConnectRefused => "connect_refused".into(),
             Cause::ConnectTimeout => "connect_timeout".into(),
@@ -87,6 +90,7 @@ pub fn describe_cause(key: &str) -> String {
     match key {
         "closed_by_peer" => "closed by peer".into(),
         "connection_close" => "Connection: close".into(),
+        "goaway" => "HTTP/2 GOAWAY".into(),
         "reset" => "reset".into(),
         "connect_refused" => "connect refused".into(),
         "connect_timeout" => "connect timeout".into(),

@@ -352,10 +352,10 @@ impl Summary {
             (self.requests, self.non2xx, self.socket_errors)
         {
             line(
-                if self.protocol == Protocol::Ws {
-                    "ws messages"
-                } else {
-                    "http requests"
+                match self.protocol {
+                    Protocol::Ws => "ws messages",
+                    Protocol::H2 => "h2 requests",
+                    _ => "http requests",
                 },
                 format!("{requests} ({non2xx} non-2xx, {errors} socket errors)"),
             );

@@ -6,39 +6,18 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::http_extra::{peer, python_with};
+use support::http_extra::{grpc_server, peer, python_with};
 use support::proxy_extra::{Proxy, metric};
-use support::{ChildGuard, free_port, wait_until};
+use support::wait_until;
 
 /// Client threads, each with its own channel (HTTP/2 connection).
 const THREADS: u32 = 8;
 /// How long the clients call.
 const SECONDS: u32 = 10;
-
-fn grpc_server() -> (ChildGuard, SocketAddr) {
-    let python = python_with("grpc", "grpcio");
-    let port = free_port();
-    let mut child = Command::new(python)
-        .arg(peer("grpc_echo_server.py"))
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the gRPC server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read the gRPC server's ready line");
-    assert_eq!(line.trim(), "ready", "the gRPC server did not start");
-    (ChildGuard(child), SocketAddr::from(([127, 0, 0, 1], port)))
-}
 
 #[test]
 fn grpc_evacuation_by_two_phase_goaway_fails_no_call() {

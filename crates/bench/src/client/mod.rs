@@ -2,9 +2,10 @@
 //! itself after any disconnect, recording why each connection ended.
 //!
 //! The protocol-specific parts (handshake and holding) live in [`mqtt`],
-//! [`tcp`], [`http`] and [`ws`]; the reconnect loop, dialling and bookkeeping
+//! [`tcp`], [`http`], [`ws`] and [`h2`]; the reconnect loop, dialling and bookkeeping
 //! are shared here.
 
+mod h2;
 mod http;
 mod mqtt;
 mod tcp;
@@ -178,6 +179,7 @@ async fn hold(
         Protocol::Tcp => tcp::hold(ctx, conn, stop).await,
         Protocol::Http => http::hold(ctx, conn, stop, &mut record.http).await,
         Protocol::Ws => ws::hold(ctx, index, conn, stop, &mut record.http).await,
+        Protocol::H2 => h2::hold(ctx, conn, stop, &mut record.http).await,
     }
 }
 

@@ -282,11 +282,10 @@ pub fn peer(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A Python WebSocket echo server from `tests/peers` on a free port, started
-/// once it printed `ready`: `ws_echo_server.py` (Python `websockets`) or
-/// `ws_deaf_server.py` (never answers a Close).
-pub fn ws_echo_server(script: &str) -> (ChildGuard, SocketAddr) {
-    let python = python_with("websockets", "websockets");
+/// A Python server from `tests/peers` (which needs `module`, from the pip
+/// `package`) on a free port, started once it printed `ready`.
+pub fn python_server(script: &str, module: &str, package: &str) -> (ChildGuard, SocketAddr) {
+    let python = python_with(module, package);
     let port = free_port();
     let mut child = Command::new(python)
         .arg(peer(script))
@@ -295,15 +294,26 @@ pub fn ws_echo_server(script: &str) -> (ChildGuard, SocketAddr) {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn the echo server");
+        .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
         &mut line,
     )
-    .expect("read the echo server's ready line");
-    assert_eq!(line.trim(), "ready", "the echo server did not start");
+    .unwrap_or_else(|e| panic!("read the ready line of {script}: {e}"));
+    assert_eq!(line.trim(), "ready", "{script} did not start");
     (ChildGuard(child), SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A WebSocket echo server: `ws_echo_server.py` (Python `websockets`) or
+/// `ws_deaf_server.py` (never answers a Close).
+pub fn ws_echo_server(script: &str) -> (ChildGuard, SocketAddr) {
+    python_server(script, "websockets", "websockets")
+}
+
+/// The `grpcio` echo server (`/sluice.Echo/Call` returns its request).
+pub fn grpc_server() -> (ChildGuard, SocketAddr) {
+    python_server("grpc_echo_server.py", "grpc", "grpcio")
 }
 
 /// `sluice serve-http --name NAME` on a free port, waited for; killed when
