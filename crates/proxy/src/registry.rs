@@ -236,7 +236,9 @@ impl Upstream {
     /// Whether a connection asked to leave still waits idle for its next
     /// request (and was not yet told to close).
     pub fn has_idle_marked(&self) -> bool {
-        lock(&self.marked).values().any(|c| c.idle_since().is_some())
+        lock(&self.marked)
+            .values()
+            .any(|c| c.idle_since().is_some())
     }
 
     /// Tells the connection asked to leave that has waited idle the longest

@@ -125,7 +125,11 @@ fn evacuate(case: &Case) {
         "sluice_evictions_total",
         &[("upstream", "a"), ("reason", case.reason)],
     );
-    assert_eq!(evicted, on_a as f64, "every client left by {}: {m}", case.reason);
+    assert_eq!(
+        evicted, on_a as f64,
+        "every client left by {}: {m}",
+        case.reason
+    );
 }
 
 #[test]

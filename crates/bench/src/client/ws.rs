@@ -59,12 +59,10 @@ impl Socket {
             let head = match parse_head(&self.buf) {
                 Ok(Some(h)) if (self.buf.len() as u64) >= h.header_len as u64 + h.len => h,
                 Ok(Some(h)) if h.len > MAX_MESSAGE => return Err(Cause::ProtocolError),
-                Ok(_) => {
-                    match fill(&self.stream, &mut self.buf).await? {
-                        0 => return Err(Cause::ClosedByPeer),
-                        _ => continue,
-                    }
-                }
+                Ok(_) => match fill(&self.stream, &mut self.buf).await? {
+                    0 => return Err(Cause::ClosedByPeer),
+                    _ => continue,
+                },
                 Err(_) => return Err(Cause::ProtocolError),
             };
             let payload = self.take(&head);

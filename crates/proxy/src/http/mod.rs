@@ -310,7 +310,12 @@ async fn requests(
         match step {
             RequestStep::Held => conn.finished.wait().await,
             RequestStep::CloseApp => {
-                send(dst, &masked_close_frame(conn.ws_close_code, mask_key()), bytes).await?;
+                send(
+                    dst,
+                    &masked_close_frame(conn.ws_close_code, mask_key()),
+                    bytes,
+                )
+                .await?;
                 let _ = conn.app_close_at.set(Instant::now());
                 conn.app_close_sent.raise();
                 // The bytes after the boundary, if any, are the client's to drop.
