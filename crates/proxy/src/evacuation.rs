@@ -87,32 +87,17 @@ impl EvacParams {
                 server_reference = Some(r);
             }
         }
-        let mqtt5_evict = match f.string(field::MQTT5_EVICT)? {
-            None => default_mode,
-            Some(s) => EvictMode::parse(&s).ok_or_else(|| {
-                use sluice_api::admin::mqtt5_evict::{CLOSE, DISCONNECT_8B, DISCONNECT_9C};
-                BadRequest::field(
-                    field::MQTT5_EVICT,
-                    format!(
-                        "`{}` must be {DISCONNECT_9C:?}, {DISCONNECT_8B:?} or {CLOSE:?} (got {s:?})",
-                        field::MQTT5_EVICT
-                    ),
-                )
-            })?,
-        };
-        let ws_evict = match f.string(field::WS_EVICT)? {
-            None => default_ws,
-            Some(s) => WsEvict::parse(&s).ok_or_else(|| {
-                use sluice_api::admin::ws_evict::{INJECT, LOSSLESS};
-                BadRequest::field(
-                    field::WS_EVICT,
-                    format!(
-                        "`{}` must be {INJECT:?} or {LOSSLESS:?} (got {s:?})",
-                        field::WS_EVICT
-                    ),
-                )
-            })?,
-        };
+        let mqtt5_evict = {
+            use sluice_api::admin::mqtt5_evict::{CLOSE, DISCONNECT_8B, DISCONNECT_9C};
+            let spellings = [DISCONNECT_9C, DISCONNECT_8B, CLOSE];
+            choice(&mut f, field::MQTT5_EVICT, &spellings, EvictMode::parse)?
+        }
+        .unwrap_or(default_mode);
+        let ws_evict = {
+            use sluice_api::admin::ws_evict::{INJECT, LOSSLESS};
+            choice(&mut f, field::WS_EVICT, &[INJECT, LOSSLESS], WsEvict::parse)?
+        }
+        .unwrap_or(default_ws);
         let migrate_to = f.strings(field::MIGRATE_TO)?.unwrap_or_default();
         let deadline = secs(&mut f, field::DEADLINE)?.unwrap_or(DEFAULT_DEADLINE.into());
         Ok(EvacParams {
@@ -127,6 +112,28 @@ impl EvacParams {
             migrate_to,
         })
     }
+}
+
+/// Reads the field `name`, one of `spellings`, with `parse`; the error lists
+/// the spellings.
+fn choice<T>(
+    f: &mut Fields,
+    name: &str,
+    spellings: &[&str],
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, BadRequest> {
+    let Some(s) = f.string(name)? else {
+        return Ok(None);
+    };
+    parse(&s).map(Some).ok_or_else(|| {
+        let quoted: Vec<String> = spellings.iter().map(|s| format!("{s:?}")).collect();
+        let list = match quoted.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        BadRequest::field(name, format!("`{name}` must be {list} (got {s:?})"))
+    })
 }
 
 /// The shared part of an upstream's evacuation, read by the admin API and the

@@ -35,6 +35,39 @@ pub struct Eviction {
     pub deadline: Option<tokio::time::Instant>,
 }
 
+/// A flag one task raises and others wait for (once raised, it stays).
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl Signal {
+    /// Raised already.
+    pub(crate) fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Raises it and wakes every waiter.
+    pub(crate) fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once it is raised.
+    pub(crate) async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.raised.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// The handle through which the evacuation asks one connection to leave; shared
 /// between the registry and the connection's task.
 #[derive(Debug, Default)]
@@ -45,7 +78,7 @@ pub struct ConnControl {
     /// that never wait idle).
     idle_since: AtomicU64,
     /// Its turn came to be closed while idle, past the evacuation's deadline.
-    close_idle: AtomicBool,
+    close_idle: Signal,
     notify: Notify,
 }
 
@@ -84,15 +117,7 @@ impl ConnControl {
     /// Resolves once the evacuation told this (marked, idle) connection that
     /// its turn to be closed came.
     pub async fn closing(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.close_idle.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
+        self.close_idle.wait().await;
     }
 
     /// The eviction, once asked for.
@@ -253,8 +278,7 @@ impl Upstream {
             return false;
         };
         if let Some(control) = marked.remove(&id) {
-            control.close_idle.store(true, Ordering::SeqCst);
-            control.notify.notify_waiters();
+            control.close_idle.raise();
         }
         true
     }
@@ -634,7 +658,7 @@ mod tests {
         };
         while a.evict_oldest(&ev) {}
         assert!(a.has_idle_marked());
-        let told = |c: &ConnControl| c.close_idle.load(Ordering::SeqCst);
+        let told = |c: &ConnControl| c.close_idle.is_raised();
         let mut order = Vec::new();
         while a.close_longest_idle() {
             let next = (0..4).find(|&i| told(&controls[i]) && !order.contains(&i));

@@ -10,6 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
+use support::bench_extra::read_request_head;
 use support::{TempDir, sluice_bin};
 
 /// What the server does with the n-th request (from 1) on a connection.
@@ -22,22 +23,9 @@ enum Behaviour {
     FailThenDrop,
 }
 
-/// Reads one request head (the bench sends no body); false at the end.
-fn read_request(s: &mut TcpStream) -> bool {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return false,
-        }
-    }
-    true
-}
-
 fn serve(mut s: TcpStream, behaviour: Behaviour) {
     for n in 1.. {
-        if !read_request(&mut s) {
+        if !read_request_head(&mut s) {
             return;
         }
         let (status, close) = match behaviour {

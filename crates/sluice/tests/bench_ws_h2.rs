@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::bench_extra::{BenchRun, read_json};
+use support::bench_extra::{BenchRun, read_json, read_request_head};
 use support::http_extra::{grpc_server, ws_echo_server};
 use support::proxy_extra::Proxy;
 use support::{ChildGuard, TempDir, wait_until};
@@ -112,23 +112,10 @@ fn evicted_h2_clients_leave_once_by_goaway_and_no_call_fails() {
     );
 }
 
-/// Reads an HTTP request head; false at the end of the stream.
-fn read_head(s: &mut TcpStream) -> bool {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return false,
-        }
-    }
-    true
-}
-
 /// Every other connection's upgrade is refused with 503; the others are
 /// accepted, get one message echoed and are then dropped without a Close.
 fn refuse_or_drop(mut s: TcpStream, refuse: bool) {
-    if !read_head(&mut s) {
+    if !read_request_head(&mut s) {
         return;
     }
     if refuse {

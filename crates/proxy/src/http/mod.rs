@@ -21,7 +21,6 @@ pub mod exchange;
 pub mod h2;
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -35,13 +34,12 @@ use sluice_wire::ws::{Frames, close_frame, masked_close_frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Shared;
 use crate::cli::WsEvict;
 use crate::copy::{CHUNK, drain};
-use crate::registry::{ConnControl, Upstream, lock};
+use crate::registry::{ConnControl, Signal, Upstream, lock};
 use exchange::{Exchange, RequestVerdict};
 
 /// How long a closing connection reads what the client still sends, waiting
@@ -60,36 +58,6 @@ pub fn looks_like_http(buf: &[u8]) -> Option<bool> {
         return None;
     }
     looks_like_request(buf)
-}
-
-/// A flag one direction raises and the other waits for.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    raised: AtomicBool,
-    notify: Notify,
-}
-
-impl Signal {
-    pub(crate) fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn raise(&self) {
-        self.raised.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    pub(crate) async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.raised.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// What both directions of one connection share.

@@ -132,6 +132,20 @@ impl BenchRun {
     }
 }
 
+/// Reads an HTTP request head (up to its blank line) byte by byte; false
+/// at the end of the stream.
+pub fn read_request_head(s: &mut std::net::TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// `connected N/M` out of a progress line.
 fn progress_connected(line: &str) -> Option<u64> {
     let rest = line.split("connected ").nth(1)?;
