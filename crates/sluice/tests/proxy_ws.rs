@@ -8,13 +8,14 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::http_extra::{node_ws_dir, peer, python_with, ws_echo_server};
+use support::http_extra::{node_ws_dir, peer, python_server, python_with, ws_echo_server};
 use support::proxy_extra::{Proxy, metric};
-use support::{require_program, wait_until};
+use support::{TempDir, require_program, wait_until};
 
 /// Clients of each library.
 const CLIENTS: u32 = 10;
@@ -174,4 +175,140 @@ fn lossless_falls_back_to_the_proxys_close_when_the_app_is_silent() {
         app: "ws_deaf_server.py",
         reason: "ws_app_timeout",
     });
+}
+
+/// What a push run measured on the connections the evacuation closed.
+struct Pushed {
+    /// Connections closed by the evacuation (with its code).
+    evicted: u64,
+    /// Connections of upstream a when the evacuation started.
+    on_a: u64,
+    /// Messages the app handed to those connections.
+    sent: u64,
+    /// Messages their clients received.
+    received: u64,
+}
+
+/// Servers that push numbered messages (`ws_push_server.py`) behind the
+/// proxy, Python clients that count them; upstream a is evacuated with
+/// `ws_evict: mode`. Every client checks its numbers come in order without
+/// a gap.
+fn push_under_evacuation(mode: &str) -> Pushed {
+    let dir = TempDir::new("ws-push");
+    let log = dir.0.join("sent.jsonl");
+    let log_arg = log.display().to_string();
+    let websockets = ("websockets", "websockets");
+    let (_a, a) = python_server("ws_push_server.py", websockets, &[&log_arg]);
+    let (_b, b) = python_server("ws_push_server.py", websockets, &[&log_arg]);
+    let proxy = Proxy::start(&[("a", a), ("b", b)], &["--protocol", "http"]);
+    let client = Command::new(python_with("websockets", "websockets"))
+        .arg(peer("ws_push_client.py"))
+        .args([
+            &format!("ws://{}", proxy.listen),
+            &CLIENTS.to_string(),
+            &SECONDS.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the push clients");
+    wait_until("every client connected", Duration::from_secs(20), || {
+        proxy.connections("a") + proxy.connections("b") == u64::from(CLIENTS)
+    });
+    let on_a = proxy.connections("a");
+    assert!(on_a > 0, "no client on upstream a");
+    // Evacuate once the pushes flow: a few hundred messages per connection.
+    wait_until("messages flowing from a", Duration::from_secs(20), || {
+        let pushed = metric(
+            &proxy.metrics(),
+            "sluice_bytes_total",
+            &[("upstream", "a"), ("direction", "upstream_to_client")],
+        );
+        pushed >= 1000.0 * on_a as f64
+    });
+    proxy.ok(
+        "POST",
+        "/upstreams/a/evacuation",
+        Some(&format!(
+            r#"{{"conn_evict_rate": 200, "wait_health_check": 0, "ws_evict": "{mode}"}}"#
+        )),
+    );
+    wait_until("upstream a empty", Duration::from_secs(20), || {
+        proxy.connections("a") == 0
+    });
+    let out = client.wait_with_output().expect("wait for the clients");
+    assert!(out.status.success(), "the push clients failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for l in &lines {
+        assert_eq!(l["errors"].as_array().map(Vec::len), Some(0), "{l}");
+    }
+    let evicted: Vec<&Value> = lines.iter().filter(|l| l["code"] == 1001).collect();
+    let mut sent: HashMap<String, u64> = HashMap::new();
+    wait_until(
+        "the app logged every evicted connection",
+        Duration::from_secs(10),
+        || {
+            sent = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .map(|v| {
+                    (
+                        v["path"].as_str().unwrap_or("").to_owned(),
+                        v["sent"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            evicted
+                .iter()
+                .all(|l| sent.contains_key(l["path"].as_str().unwrap()))
+        },
+    );
+    let p = Pushed {
+        evicted: evicted.len() as u64,
+        on_a,
+        sent: evicted
+            .iter()
+            .map(|l| sent[l["path"].as_str().unwrap()])
+            .sum(),
+        received: evicted
+            .iter()
+            .map(|l| l["received"].as_u64().unwrap())
+            .sum(),
+    };
+    eprintln!(
+        "{mode}: {} connections evicted, {} messages sent by the app, {} received",
+        p.evicted, p.sent, p.received
+    );
+    p
+}
+
+/// Lossless: every message the app pushed before its Close reaches the
+/// client, on every connection the evacuation closed.
+#[test]
+fn lossless_eviction_delivers_every_message_the_app_sent() {
+    let p = push_under_evacuation("lossless");
+    assert_eq!(p.evicted, p.on_a, "each client of a closed once with 1001");
+    assert!(p.sent > 0);
+    assert_eq!(p.received, p.sent, "messages lost by a lossless eviction");
+}
+
+/// The yardstick: with the proxy's own Close, what the app pushes between
+/// that Close and the client's answer is dropped (and the measurement above
+/// would see it).
+#[test]
+fn injected_close_drops_what_the_app_sends_after_it() {
+    let p = push_under_evacuation("inject");
+    assert_eq!(p.evicted, p.on_a, "each client of a closed once with 1001");
+    assert!(
+        p.received < p.sent,
+        "inject dropped nothing: {} sent, {} received",
+        p.sent,
+        p.received
+    );
 }

@@ -291,8 +291,9 @@ async fn requests(
             }
             RequestStep::More | RequestStep::Drop => {}
         }
-        // A WebSocket whose lossless eviction is still to come wakes up for it.
-        let awaits_mark = matches!(phase, Requests::WebSocket(_))
+        // A WebSocket (or a connection that may be upgraded to one) wakes up
+        // for its eviction, which may be lossless and start on this side.
+        let awaits_mark = matches!(phase, Requests::WebSocket(_) | Requests::Head)
             && !conn.marked()
             && !conn.app_close_sent.is_raised();
         let more = tokio::select! {
@@ -329,6 +330,12 @@ fn frame_requests(conn: &Conn<'_>, phase: &mut Requests, pending: &[u8]) -> (usi
         }
         let input = &pending[pos..];
         if input.is_empty() {
+            if matches!(phase, Requests::Head) && lock(&conn.exchange).upgraded {
+                // Upgraded while the client was silent: a lossless eviction
+                // must not wait for the client's first frame.
+                *phase = Requests::WebSocket(Frames::new());
+                continue;
+            }
             return (pos, RequestStep::More);
         }
         match phase {

@@ -283,13 +283,19 @@ pub fn peer(name: &str) -> PathBuf {
 }
 
 /// A Python server from `tests/peers` (which needs `module`, from the pip
-/// `package`) on a free port, started once it printed `ready`.
-pub fn python_server(script: &str, module: &str, package: &str) -> (ChildGuard, SocketAddr) {
+/// `package`) on a free port (its first argument; `args` follow), started
+/// once it printed `ready`.
+pub fn python_server(
+    script: &str,
+    (module, package): (&str, &str),
+    args: &[&str],
+) -> (ChildGuard, SocketAddr) {
     let python = python_with(module, package);
     let port = free_port();
     let mut child = Command::new(python)
         .arg(peer(script))
         .arg(port.to_string())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -308,12 +314,12 @@ pub fn python_server(script: &str, module: &str, package: &str) -> (ChildGuard, 
 /// A WebSocket echo server: `ws_echo_server.py` (Python `websockets`) or
 /// `ws_deaf_server.py` (never answers a Close).
 pub fn ws_echo_server(script: &str) -> (ChildGuard, SocketAddr) {
-    python_server(script, "websockets", "websockets")
+    python_server(script, ("websockets", "websockets"), &[])
 }
 
 /// The `grpcio` echo server (`/sluice.Echo/Call` returns its request).
 pub fn grpc_server() -> (ChildGuard, SocketAddr) {
-    python_server("grpc_echo_server.py", "grpc", "grpcio")
+    python_server("grpc_echo_server.py", ("grpc", "grpcio"), &[])
 }
 
 /// `sluice serve-http --name NAME` on a free port, waited for; killed when
