@@ -22,6 +22,17 @@ const CLIENTS: u32 = 10;
 /// How long the clients run.
 const SECONDS: u32 = 8;
 
+/// Waits for `child` (the clients of `library`), which must succeed, and
+/// returns the JSON lines it printed.
+fn json_lines(child: Child, library: &str) -> Vec<Value> {
+    let out = child.wait_with_output().expect("wait for the clients");
+    assert!(out.status.success(), "{library} clients failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{library}: {e}: {l}")))
+        .collect()
+}
+
 fn start_clients(url: &str) -> [(&'static str, Child); 2] {
     let python = python_with("websockets", "websockets");
     let node = require_program("node", "nodejs");
@@ -96,14 +107,8 @@ fn evacuate(case: &Case) {
     });
     let mut closed = 0;
     for (library, child) in clients {
-        let out = child.wait_with_output().expect("wait for the clients");
-        assert!(out.status.success(), "{library} clients failed");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let reports: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{library}: {e}: {l}")))
-            .collect();
-        assert_eq!(reports.len(), CLIENTS as usize, "{library}: {text}");
+        let reports = json_lines(child, library);
+        assert_eq!(reports.len(), CLIENTS as usize, "{library}: {reports:?}");
         for r in &reports {
             let closes = r["closes"].as_array().expect("closes");
             assert_eq!(
@@ -237,13 +242,7 @@ fn push_under_evacuation(mode: &str) -> Pushed {
     wait_until("upstream a empty", Duration::from_secs(20), || {
         proxy.connections("a") == 0
     });
-    let out = client.wait_with_output().expect("wait for the clients");
-    assert!(out.status.success(), "the push clients failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let lines = json_lines(client, "push clients");
     for l in &lines {
         assert_eq!(l["errors"].as_array().map(Vec::len), Some(0), "{l}");
     }

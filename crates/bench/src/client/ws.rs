@@ -77,7 +77,9 @@ impl Socket {
                     } else {
                         code.to_be_bytes().to_vec()
                     };
-                    self.send(OPCODE_CLOSE, &echo).await?;
+                    // Best effort: the server may already have closed (the
+                    // closing handshake is its, and it is complete for it).
+                    let _ = self.send(OPCODE_CLOSE, &echo).await;
                     return Ok(Incoming::Close(code));
                 }
                 OPCODE_PING => self.send(0xA, &payload).await?,
