@@ -558,10 +558,16 @@ async fn a_blue_green_upgrade_evacuates_old_pods_through_their_sidecars() {
         2,
         "{reasons:?}"
     );
+    // Deleted while the operator runs, so that it removes its finalizer (else
+    // the namespace stays Terminating on the shared control plane).
+    sets.delete("mqtt", &DeleteParams::default()).await.unwrap();
+    eventually("the set is gone (finalizer removed)", || async {
+        sets.get_opt("mqtt").await.ok()?.is_none().then_some(())
+    })
+    .await;
     operator.abort();
     for (_, task) in node.running.values() {
         task.abort();
     }
-    sets.delete("mqtt", &DeleteParams::default()).await.unwrap();
     drop_namespace(&client, &ns).await;
 }
