@@ -20,7 +20,7 @@ use crate::mqtt::{
     ConnectInfo, RefusalKind, Sniff, Tracker, classify, eviction_packet, normal_disconnect,
     refusal_connack,
 };
-use crate::registry::{ConnControl, Upstream};
+use crate::registry::{ConnControl, EvictionWatch, Upstream};
 use crate::workers::{Load, Workers};
 
 /// How long a refused or rejected client gets to read our last words and close.
@@ -289,6 +289,8 @@ async fn pipe(
 
     let (mut client_r, mut client_w) = client.split();
     let (mut server_r, mut server_w) = server.split();
+    let evicted = std::pin::pin!(control.evicted());
+    let mut evicted = EvictionWatch::new(control, evicted);
     // The futures are built inside the select!: a future first bound to a local
     // and then moved keeps its storage twice in this task's state.
     let outcome = tokio::select! {
@@ -323,7 +325,7 @@ async fn pipe(
             )
         } => r.ok().and_then(|(c, u)| u.or(c)),
         () = async {
-            control.evicted().await;
+            (&mut evicted).await;
             tokio::time::sleep(shared.args.evict_grace).await;
         } => None,
     };

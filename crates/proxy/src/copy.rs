@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::mqtt::Tracker;
-use crate::registry::ConnControl;
+use crate::registry::{ConnControl, EvictionWatch};
 
 /// Bytes read at once while data flows.
 pub const CHUNK: usize = 16 * 1024;
@@ -118,10 +118,8 @@ impl Direction<'_, '_> {
     }
 
     async fn copy(&mut self, control: &ConnControl) -> io::Result<End> {
-        // Armed once: a notification re-armed on every burst takes its lock
-        // twice per burst.
-        let evicted = control.evicted();
-        tokio::pin!(evicted);
+        let evicted = std::pin::pin!(control.evicted());
+        let mut evicted = EvictionWatch::new(control, evicted);
         loop {
             let watch = self.can_stop();
             let Direction {
@@ -131,7 +129,7 @@ impl Direction<'_, '_> {
                 bytes,
             } = self;
             let burst = poll_fn(|cx| {
-                if watch && evicted.as_mut().poll(cx).is_ready() {
+                if watch && Pin::new(&mut evicted).poll(cx).is_ready() {
                     return Poll::Ready(Ok(Burst::Evicted));
                 }
                 let read = ready!(poll_read_with(cx, src, |chunk| {
