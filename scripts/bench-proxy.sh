@@ -19,8 +19,8 @@
 #    HAProxy is soft-stopped by a second HAProxy (`-sf`, the reload every
 #    HAProxy user does); wrk's errors and non-2xx responses are what a client
 #    sees of the switch.
-#  * memory: resident memory growth of the proxy process per idle proxied
-#    connection, at 1,000 and 9,000 connections (a proxy holds two file
+#  * memory (measured first, on the fresh processes): resident memory growth of
+#    the proxy process per idle proxied connection, at 1,000 and 9,000 connections (a proxy holds two file
 #    descriptors per connection and this machine allows 20,000 per process, so
 #    ~9,900 is the ceiling for any single proxy process here).
 # Needs: haproxy, nginx, wrk (apt-get install -y haproxy nginx-light wrk), python3,
@@ -131,12 +131,32 @@ run_wrk() { # name conns
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   err=$(wrk_errors "$out")
-  echo "  $1 -c$2: $rps req/s, p50 $p50, p99 $p99, errors $err" >&2
+  echo "  $1 -c$2: $rps req/s, p50 $p50, p99 $p99, errors $err $(grep -E 'Socket errors|Non-2xx' <<<"$out" | tr -s ' \n' ' ')" >&2
   errors[$key]=$(( ${errors[$key]:-0} + err ))
   if [ -z "${best_rps[$key]:-}" ] || awk "BEGIN{exit !($rps > ${best_rps[$key]})}"; then
     best_rps[$key]=$rps; best_p50[$key]=$p50; best_p99[$key]=$p99
   fi
 }
+
+idle() { # pid port count -> KiB per connection
+  local before after
+  sleep 1; before=$(rss_kib "$1")
+  exec {fd}> >(python3 scripts/idle_conns.py 127.0.0.1 "$2" "$3" > "$work/idle.out")
+  for _ in $(seq 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
+  sleep 2; after=$(rss_kib "$1")
+  exec {fd}>&-
+  sleep 2
+  awk -v a="$after" -v b="$before" -v n="$3" 'BEGIN { printf "%.2f", (a-b)/n }'
+}
+
+# Idle memory first, on fresh processes: after the load rounds the allocators
+# reuse freed memory and the growth reads near zero.
+declare -A idle_kib
+for n in 1000 9000; do
+  idle_kib[sluice/$n]=$(idle "$spid" "${port[sluice]}" "$n")
+  idle_kib[haproxy/$n]=$(idle "$hpid" "${port[haproxy]}" "$n")
+  echo "idle $n: sluice ${idle_kib[sluice/$n]} KiB, haproxy ${idle_kib[haproxy/$n]} KiB per connection" >&2
+done
 
 paths="direct sluice haproxy sluice-http haproxy-http"
 echo "bench-proxy: $rounds rounds of ${secs}s per path and connection count ($conns)" >&2
@@ -176,17 +196,6 @@ sw_haproxy=$(switch haproxy-http)
 echo "  haproxy soft-stop: $sw_haproxy" >&2
 pids+=("$(cat "$work/haproxy2.pid")")
 
-idle() { # pid port count -> KiB per connection
-  local before after
-  sleep 1; before=$(rss_kib "$1")
-  exec {fd}> >(python3 scripts/idle_conns.py 127.0.0.1 "$2" "$3" > "$work/idle.out")
-  for _ in $(seq 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
-  sleep 2; after=$(rss_kib "$1")
-  exec {fd}>&-
-  sleep 2
-  awk -v a="$after" -v b="$before" -v n="$3" 'BEGIN { printf "%.2f", (a-b)/n }'
-}
-
 row() { # mode sluice-path haproxy-path conns
   local s="$2/$4" h="$3/$4"
   printf '| %s | %s | %s | %s | %.2f× | %s | %s | %s | %s | %s |\n' "$1" "$4" \
@@ -204,11 +213,10 @@ echo "| switch under load (http, 500 conns, $((3 * secs)) s) | req/s | p99 | err
 echo "|---|---:|---:|---:|"
 read -r a b c <<<"$sw_sluice"; echo "| sluice evacuation (1,000/s) | $a | $(ms "$b") ms | $c |"
 read -r a b c <<<"$sw_haproxy"; echo "| HAProxy soft-stop (-sf) | $a | $(ms "$b") ms | $c |"
-hpid=$(cat "$work/haproxy2.pid")
 echo
 echo "| proxy | idle conns | KiB per idle connection |"
 echo "|---|---:|---:|"
 for n in 1000 9000; do
-  echo "| sluice | $n | $(idle "$spid" "${port[sluice]}" "$n") |"
-  echo "| haproxy | $n | $(idle "$hpid" "${port[haproxy]}" "$n") |"
+  echo "| sluice | $n | ${idle_kib[sluice/$n]} |"
+  echo "| haproxy | $n | ${idle_kib[haproxy/$n]} |"
 done
