@@ -1,29 +1,48 @@
 #!/usr/bin/env bash
-# Benchmark of `sluice proxy` (TCP mode) against a direct connection and HAProxy 2.6
-# in TCP mode, side by side in one run, on loopback. Not a test: it prints figures.
+# Benchmark of `sluice proxy` against a direct connection and HAProxy 2.6, side
+# by side in one run, on loopback. Not a test: it prints figures.
 #
-#   scripts/bench-proxy.sh [SECONDS_PER_RUN] [ROUNDS]
+#   scripts/bench-proxy.sh [SECONDS_PER_RUN] [ROUNDS] [CONNECTION_COUNTS]
 #
-# Upstream: nginx (Debian) answering a tiny keep-alive HTTP response, so wrk's
-# request/response round trip is an echo round trip through each path.
-#  * throughput and latency: wrk -c 50 and -c 500 keep-alive connections
-#    (p50/p99 round-trip latency, requests/s); rounds interleave the three paths
-#    so machine noise hits them alike; the best round of each is reported.
-#  * memory: resident memory growth of the proxy process per idle proxied
-#    connection, at 1,000 and 9,000 connections (a proxy holds two file
+# CONNECTION_COUNTS defaults to "50 500 5000". Upstream: nginx (Debian)
+# answering a tiny keep-alive HTTP response, so wrk's request/response round
+# trip is an echo round trip through each path.
+#  * TCP mode: direct vs `sluice proxy --protocol tcp` vs HAProxy `mode tcp`.
+#  * HTTP mode: `sluice proxy --protocol http` vs HAProxy `mode http` with
+#    `option idle-close-on-response` (both parse every request and response).
+#    Rounds interleave all paths so machine noise hits them alike; the best
+#    round of each is reported, and the socket errors (connect, read, write,
+#    timeout) and non-2xx responses of all rounds are added up.
+#  * switch under load (HTTP mode, 500 connections): halfway through a run,
+#    sluice evacuates the upstream its connections are on (`Connection: close`
+#    between exchanges; the clients reconnect to the other upstream), and
+#    HAProxy is soft-stopped by a second HAProxy (`-sf`, the reload every
+#    HAProxy user does); wrk's errors and non-2xx responses are what a client
+#    sees of the switch.
+#  * memory (measured first, on the fresh processes): resident memory growth of
+#    the proxy process per idle proxied connection, at 1,000 and 9,000 connections (a proxy holds two file
 #    descriptors per connection and this machine allows 20,000 per process, so
 #    ~9,900 is the ceiling for any single proxy process here).
-# Needs: haproxy, nginx, wrk (apt-get install -y haproxy nginx-light wrk), python3.
+# Needs: haproxy, nginx, wrk (apt-get install -y haproxy nginx-light wrk), python3,
+# curl, and an open-file limit of at least 12,000 (`ulimit -Hn`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-8}
 rounds=${2:-3}
+conns=${3:-50 500 5000}
 
-for tool in haproxy nginx wrk python3; do
+for tool in haproxy nginx wrk python3 curl; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
-    echo "bench-proxy: $tool is missing: apt-get install -y haproxy nginx-light wrk" >&2; exit 1; }
+    echo "bench-proxy: $tool is missing: apt-get install -y haproxy nginx-light wrk curl" >&2; exit 1; }
 done
 export PATH="$PATH:/usr/sbin"
+# Each proxied connection holds two descriptors in the proxy; wrk and the
+# idle-connection client hold one each.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
+  echo "bench-proxy: the open-file limit is $(ulimit -n); 5,000 proxied connections need 12,000 (raise the hard limit: /etc/security/limits.conf or LimitNOFILE)" >&2
+  exit 1
+fi
 
 cargo build --release -q -p sluice
 sluice=target/release/sluice
@@ -36,8 +55,16 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 ($2) never opened" >&2; for f in "$work"/*.log "$work"/*.err; do echo "== $f" >&2; cat "$f" >&2; done; exit 1; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# wrk's latency (e.g. 785.00us, 2.70ms, 1.20s) in milliseconds.
+ms() { awk -v v="$1" 'BEGIN { u = v; sub(/^[0-9.]+/, "", u); n = v + 0;
+  if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+  printf "%.2f", n }'; }
 
-up=$(free_port); sp=$(free_port); admin=$(free_port); hp=$(free_port)
+up=$(free_port); admin=$(free_port); admin_http=$(free_port)
+declare -A port=(
+  [direct]=$up [sluice]=$(free_port) [haproxy]=$(free_port)
+  [sluice-http]=$(free_port) [haproxy-http]=$(free_port)
+)
 
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
@@ -51,54 +78,65 @@ http {
   keepalive_requests 100000000;
   keepalive_timeout 600s;
   client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work; uwsgi_temp_path $work; scgi_temp_path $work;
-  server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:$up backlog=4096; location / { return 200 "ok\n"; } }
 }
 CONF
 nginx -c "$work/nginx.conf" -e "$work/nginx.err" & pids+=($!)
 
+# HAProxy's backlog defaults to its maxconn (capped by net.core.somaxconn).
 cat > "$work/haproxy.cfg" <<CONF
 global
   maxconn 9800
 defaults
-  mode tcp
   timeout connect 5s
   timeout client 600s
   timeout server 600s
 frontend f
-  bind 127.0.0.1:$hp
+  mode tcp
+  bind 127.0.0.1:${port[haproxy]}
   default_backend b
 backend b
+  mode tcp
+  server s1 127.0.0.1:$up maxconn 9800
+frontend fh
+  mode http
+  option idle-close-on-response
+  bind 127.0.0.1:${port[haproxy-http]}
+  default_backend bh
+backend bh
+  mode http
   server s1 127.0.0.1:$up maxconn 9800
 CONF
 haproxy -f "$work/haproxy.cfg" -q & pids+=($!); hpid=$!
 
-"$sluice" proxy --listen "127.0.0.1:$sp" --upstream "nginx=127.0.0.1:$up" --admin "127.0.0.1:$admin" --protocol tcp >"$work/sluice.log" 2>&1 & pids+=($!); spid=$!
+"$sluice" proxy --listen "127.0.0.1:${port[sluice]}" --upstream "nginx=127.0.0.1:$up" \
+  --admin "127.0.0.1:$admin" --protocol tcp >"$work/sluice.log" 2>&1 & pids+=($!); spid=$!
+# Two upstreams naming the same nginx: the switch moves connections from one to the other.
+"$sluice" proxy --listen "127.0.0.1:${port[sluice-http]}" --upstream "a=127.0.0.1:$up" \
+  --upstream "b=127.0.0.1:$up" --admin "127.0.0.1:$admin_http" --protocol http \
+  >"$work/sluice-http.log" 2>&1 & pids+=($!)
 
-wait_port "$up" nginx; wait_port "$hp" haproxy; wait_port "$sp" sluice
+for p in "${!port[@]}"; do wait_port "${port[$p]}" "$p"; done
 
-declare -A best_rps best_p50 best_p99
-run_wrk() { # name port conns
-  local out rps p50 p99
-  out=$(wrk -t1 -c"$3" -d"${secs}s" --latency "http://127.0.0.1:$2/" 2>&1)
+declare -A best_rps best_p50 best_p99 errors
+# wrk NAME PORT CONNS [SECONDS] -> its output on stdout
+wrk_run() { wrk -t1 -c"$3" -d"${4:-$secs}s" --latency "http://127.0.0.1:$2/" 2>&1; }
+# The socket errors plus non-2xx/3xx responses in wrk's output.
+wrk_errors() { awk '/Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
+  /Non-2xx/ { n += $NF } END { print n + 0 }' <<<"$1"; }
+run_wrk() { # name conns
+  local out rps p50 p99 err key="$1/$2"
+  out=$(wrk_run "$1" "${port[$1]}" "$2")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  echo "  $1 -c$3: $rps req/s, p50 $p50, p99 $p99" >&2
-  local key="$1/$3"
+  err=$(wrk_errors "$out")
+  echo "  $1 -c$2: $rps req/s, p50 $p50, p99 $p99, errors $err $(grep -E 'Socket errors|Non-2xx' <<<"$out" | tr -s ' \n' ' ')" >&2
+  errors[$key]=$(( ${errors[$key]:-0} + err ))
   if [ -z "${best_rps[$key]:-}" ] || awk "BEGIN{exit !($rps > ${best_rps[$key]})}"; then
     best_rps[$key]=$rps; best_p50[$key]=$p50; best_p99[$key]=$p99
   fi
 }
-
-echo "bench-proxy: $rounds rounds of ${secs}s per path and connection count" >&2
-for r in $(seq "$rounds"); do
-  echo "round $r" >&2
-  for c in 50 500; do
-    run_wrk direct "$up" "$c"
-    run_wrk sluice "$sp" "$c"
-    run_wrk haproxy "$hp" "$c"
-  done
-done
 
 idle() { # pid port count -> KiB per connection
   local before after
@@ -111,18 +149,74 @@ idle() { # pid port count -> KiB per connection
   awk -v a="$after" -v b="$before" -v n="$3" 'BEGIN { printf "%.2f", (a-b)/n }'
 }
 
-echo
-echo "| path | conns | requests/s | p50 | p99 |"
-echo "|---|---:|---:|---:|---:|"
-for c in 50 500; do
-  for p in direct sluice haproxy; do
-    k="$p/$c"; echo "| $p | $c | ${best_rps[$k]} | ${best_p50[$k]} | ${best_p99[$k]} |"
+# Idle memory first, on fresh processes: after the load rounds the allocators
+# reuse freed memory and the growth reads near zero.
+declare -A idle_kib
+for n in 1000 9000; do
+  idle_kib[sluice/$n]=$(idle "$spid" "${port[sluice]}" "$n")
+  idle_kib[haproxy/$n]=$(idle "$hpid" "${port[haproxy]}" "$n")
+  echo "idle $n: sluice ${idle_kib[sluice/$n]} KiB, haproxy ${idle_kib[haproxy/$n]} KiB per connection" >&2
+done
+
+paths="direct sluice haproxy sluice-http haproxy-http"
+echo "bench-proxy: $rounds rounds of ${secs}s per path and connection count ($conns)" >&2
+for r in $(seq "$rounds"); do
+  echo "round $r" >&2
+  for c in $conns; do
+    for p in $paths; do run_wrk "$p" "$c"; done
   done
 done
+
+# The switch under load: wrk for 3*secs, the switch after secs.
+admin_url="http://127.0.0.1:$admin_http"
+switch() { # name -> "req/s p99 errors"
+  local w
+  if [ "$1" = sluice-http ]; then
+    # Every client starts on upstream a.
+    curl -fsS -XPUT "$admin_url/upstreams/b" -d '{"serving": false}' >/dev/null
+  fi
+  wrk_run "$1" "${port[$1]}" 500 $((3 * secs)) > "$work/switch.out" & w=$!
+  sleep "$secs"
+  if [ "$1" = sluice-http ]; then
+    # Evacuate a: each client gets `Connection: close` and reconnects to b.
+    curl -fsS -XPUT "$admin_url/upstreams/b" -d '{"serving": true}' >/dev/null
+    curl -fsS -XPOST "$admin_url/upstreams/a/evacuation" \
+      -d '{"conn_evict_rate": 1000, "wait_takeover": 0, "wait_health_check": 0}' >/dev/null
+  else
+    haproxy -f "$work/haproxy.cfg" -q -sf "$hpid" >"$work/haproxy2.log" 2>&1 & echo $! > "$work/haproxy2.pid"
+  fi
+  wait "$w" || true
+  local out; out=$(cat "$work/switch.out")
+  echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out") $(wrk_errors "$out")"
+}
+echo "switch under load" >&2
+sw_sluice=$(switch sluice-http)
+echo "  sluice evacuation: $sw_sluice" >&2
+sw_haproxy=$(switch haproxy-http)
+echo "  haproxy soft-stop: $sw_haproxy" >&2
+pids+=("$(cat "$work/haproxy2.pid")")
+
+row() { # mode sluice-path haproxy-path conns
+  local s="$2/$4" h="$3/$4"
+  printf '| %s | %s | %s | %s | %.2f× | %s | %s | %s | %s | %s |\n' "$1" "$4" \
+    "${best_rps[$s]}" "${best_rps[$h]}" "$(awk "BEGIN{print ${best_rps[$s]} / ${best_rps[$h]}}")" \
+    "$(ms "${best_p99[$s]}") ms" "$(ms "${best_p99[$h]}") ms" "${errors[$s]}" "${errors[$h]}" \
+    "${best_rps[direct/$4]}"
+}
+echo
+echo "| mode | conns | sluice req/s | HAProxy req/s | ratio | sluice p99 | HAProxy p99 | sluice errors | HAProxy errors | direct req/s |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for c in $conns; do row tcp sluice haproxy "$c"; done
+for c in $conns; do row http sluice-http haproxy-http "$c"; done
+echo
+echo "| switch under load (http, 500 conns, $((3 * secs)) s) | req/s | p99 | errors |"
+echo "|---|---:|---:|---:|"
+read -r a b c <<<"$sw_sluice"; echo "| sluice evacuation (1,000/s) | $a | $(ms "$b") ms | $c |"
+read -r a b c <<<"$sw_haproxy"; echo "| HAProxy soft-stop (-sf) | $a | $(ms "$b") ms | $c |"
 echo
 echo "| proxy | idle conns | KiB per idle connection |"
 echo "|---|---:|---:|"
 for n in 1000 9000; do
-  echo "| sluice | $n | $(idle "$spid" "$sp" "$n") |"
-  echo "| haproxy | $n | $(idle "$hpid" "$hp" "$n") |"
+  echo "| sluice | $n | ${idle_kib[sluice/$n]} |"
+  echo "| haproxy | $n | ${idle_kib[haproxy/$n]} |"
 done

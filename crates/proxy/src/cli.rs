@@ -86,6 +86,12 @@ pub struct ProxyArgs {
     #[arg(long, value_enum, default_value_t = WsEvict::Inject)]
     pub ws_evict: WsEvict,
 
+    /// Threads that carry the connections, each with its own event loop; a
+    /// connection stays on the thread it was given at accept. Default: one per
+    /// CPU core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
     /// On SIGTERM: seconds to keep accepting after readiness turned 503, while
     /// endpoints forget this pod.
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_secs)]
@@ -99,6 +105,16 @@ pub struct ProxyArgs {
     /// (keep it below the pod's terminationGracePeriodSeconds).
     #[arg(long, value_name = "SECONDS", default_value = "25", value_parser = parse_secs)]
     pub drain_timeout: Duration,
+}
+
+impl ProxyArgs {
+    /// The number of worker threads: `--workers`, or one per CPU core.
+    pub fn workers(&self) -> usize {
+        self.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        )
+    }
 }
 
 /// One `--upstream` flag.

@@ -1,5 +1,6 @@
 //! The data path: accept, recognise the protocol, pick an upstream, connect, copy
-//! both ways, and leave cleanly when evicted. One task per connection.
+//! both ways, and leave cleanly when evicted. One task per connection, on the
+//! worker thread the accept loop hands it to ([`crate::workers`]).
 
 use std::io;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use crate::mqtt::{
     ConnectInfo, RefusalKind, Sniff, Tracker, classify, eviction_packet, normal_disconnect,
     refusal_connack,
 };
-use crate::registry::{ConnControl, Upstream};
+use crate::registry::{ConnControl, EvictionWatch, Upstream};
+use crate::workers::{Load, Workers};
 
 /// How long a refused or rejected client gets to read our last words and close.
 const REFUSAL_GRACE: Duration = Duration::from_secs(2);
@@ -29,15 +31,17 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one log line per this period about running out of file descriptors.
 const EMFILE_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The accept loop. Never returns; errors are logged and backed off.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// The accept loop: hands each connection to a worker. Never returns; errors
+/// are logged and backed off.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Arc<Workers>) {
     let mut last_emfile_log: Option<Instant> = None;
     let mut emfile_count = 0u64;
     loop {
         match listener.accept().await {
-            Ok((client, _)) => {
-                tokio::spawn(handle(Arc::clone(&shared), client));
-            }
+            Ok((client, _)) => match client.into_std() {
+                Ok(client) => workers.dispatch(client),
+                Err(e) => tracing::debug!(error = %e, "cannot hand an accepted connection over"),
+            },
             Err(e) => {
                 if out_of_files(&e) {
                     emfile_count += 1;
@@ -64,11 +68,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 
 /// The `--accept-unix` loop: accepts the supervisor's connections on the Unix
 /// socket and serves each. Never returns; errors are logged and backed off.
-pub async fn serve_unix(listener: UnixListener, shared: Arc<Shared>) {
+pub async fn serve_unix(listener: UnixListener, workers: Arc<Workers>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(receive_handoffs(stream, Arc::clone(&shared)));
+                tokio::spawn(receive_handoffs(stream, Arc::clone(&workers)));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept on the --accept-unix socket failed");
@@ -80,7 +84,7 @@ pub async fn serve_unix(listener: UnixListener, shared: Arc<Shared>) {
 
 /// Takes the connections one supervisor hands over until it hangs up; each is
 /// served exactly like one accepted on `--listen`.
-async fn receive_handoffs(stream: UnixStream, shared: Arc<Shared>) {
+async fn receive_handoffs(stream: UnixStream, workers: Arc<Workers>) {
     loop {
         let fds = match handoff::recv(&stream).await {
             Ok(Some(fds)) => fds,
@@ -99,9 +103,7 @@ async fn receive_handoffs(stream: UnixStream, shared: Arc<Shared>) {
         };
         for fd in fds {
             match handoff::into_tcp(fd) {
-                Ok(client) => {
-                    tokio::spawn(handle(Arc::clone(&shared), client));
-                }
+                Ok(client) => workers.dispatch(client),
                 Err(e) => {
                     tracing::debug!(error = %e, "handed-over descriptor is not a connected TCP socket")
                 }
@@ -176,7 +178,9 @@ async fn sniff(client: &mut TcpStream, mode: ProtocolMode, timeout: Duration) ->
     }
 }
 
-async fn handle(shared: Arc<Shared>, mut client: TcpStream) {
+/// Serves one connection on the worker it was handed to; `_load` counts it
+/// against that worker until it ends.
+pub async fn handle(shared: Arc<Shared>, mut client: TcpStream, _load: Load) {
     let args = &shared.args;
     let _ = client.set_nodelay(true);
     let mut is_http = false;
@@ -285,6 +289,8 @@ async fn pipe(
 
     let (mut client_r, mut client_w) = client.split();
     let (mut server_r, mut server_w) = server.split();
+    let evicted = std::pin::pin!(control.evicted());
+    let mut evicted = EvictionWatch::new(control, evicted);
     // The futures are built inside the select!: a future first bound to a local
     // and then moved keeps its storage twice in this task's state.
     let outcome = tokio::select! {
@@ -319,7 +325,7 @@ async fn pipe(
             )
         } => r.ok().and_then(|(c, u)| u.or(c)),
         () = async {
-            control.evicted().await;
+            (&mut evicted).await;
             tokio::time::sleep(shared.args.evict_grace).await;
         } => None,
     };

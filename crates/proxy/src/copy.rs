@@ -3,24 +3,65 @@
 //! `copy_bidirectional`), and able to stop between two packets when the
 //! connection is evicted.
 //!
-//! An idle direction holds no buffer: it waits for readability, then reads into a
-//! buffer allocated for the burst and dropped when a read would block. Writes
-//! apply backpressure: while the destination does not take bytes, the source is
-//! not read, so a slow reader never makes the proxy buffer more than one chunk.
+//! An idle direction holds no buffer. On readability it reads once into its
+//! thread's scratch buffer and writes what it read on at once; only what the
+//! destination does not take is copied into a buffer of the connection's own,
+//! and while that is written the source is not read, so a slow reader never
+//! makes the proxy buffer more than one chunk. A read shorter than the buffer
+//! drained the socket (tokio then waits for the next readiness edge), so a burst
+//! costs one read and one write, without the would-block read that ends a
+//! read loop.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::mqtt::Tracker;
-use crate::registry::ConnControl;
+use crate::registry::{ConnControl, EvictionWatch};
 
 /// Bytes read at once while data flows.
 pub const CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The buffer every connection served by this thread reads into. A read's
+    /// bytes are handed on before the next await, so one per thread suffices.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; CHUNK].into_boxed_slice());
+}
+
+/// Reads once from `src` when it is readable, into this thread's scratch
+/// buffer, and hands the bytes to `take`: `Ready(Ok(None))` at EOF. The bytes
+/// do not outlive the call, so a caller that is dropped while this is pending
+/// loses nothing (cancel safe, as `select!` needs).
+pub(crate) fn poll_read_with<T>(
+    cx: &mut Context<'_>,
+    src: &mut ReadHalf<'_>,
+    take: impl FnOnce(&[u8]) -> T,
+) -> Poll<io::Result<Option<T>>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut buf = ReadBuf::new(scratch);
+        ready!(Pin::new(src).poll_read(cx, &mut buf))?;
+        let read = buf.filled();
+        Poll::Ready(Ok((!read.is_empty()).then(|| take(read))))
+    })
+}
+
+/// What one burst of a direction came to.
+enum Burst {
+    /// The connection is evicted and the stream may stop here.
+    Evicted,
+    /// The source sent its FIN.
+    Eof,
+    /// Bytes went on; `rest` is what the destination did not take at once.
+    Forwarded { rest: Option<Vec<u8>>, stop: bool },
+}
 
 /// How a direction's copy loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -77,50 +118,80 @@ impl Direction<'_, '_> {
     }
 
     async fn copy(&mut self, control: &ConnControl) -> io::Result<End> {
+        let evicted = std::pin::pin!(control.evicted());
+        let mut evicted = EvictionWatch::new(control, evicted);
         loop {
-            if self.can_stop() {
-                if control.eviction().is_some() {
-                    return Ok(End::Stopped);
+            let watch = self.can_stop();
+            let Direction {
+                src,
+                dst,
+                tracker,
+                bytes,
+            } = self;
+            let burst = poll_fn(|cx| {
+                if watch && Pin::new(&mut evicted).poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Burst::Evicted));
                 }
-                tokio::select! {
-                    biased;
-                    _ = control.evicted() => return Ok(End::Stopped),
-                    r = self.src.readable() => r?,
+                let read = ready!(poll_read_with(cx, src, |chunk| {
+                    forward_now(chunk, tracker.as_mut(), dst, bytes, control)
+                }))?;
+                Poll::Ready(read.unwrap_or(Ok(Burst::Eof)))
+            })
+            .await?;
+            match burst {
+                Burst::Evicted => return Ok(End::Stopped),
+                Burst::Eof => {
+                    // The peer may be gone already; the FIN is best effort.
+                    let _ = self.dst.shutdown().await;
+                    return Ok(End::Eof);
                 }
-            } else {
-                self.src.readable().await?;
-            }
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = match self.src.try_read(&mut buf) {
-                    Ok(0) => {
-                        // The peer may be gone already; the FIN is best effort.
-                        let _ = self.dst.shutdown().await;
-                        return Ok(End::Eof);
+                Burst::Forwarded { rest, stop } => {
+                    if let Some(rest) = rest {
+                        self.dst.write_all(&rest).await?;
+                        self.bytes.inc_by(rest.len() as u64);
                     }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                };
-                let evicted = control.eviction().is_some();
-                let chunk = &buf[..n];
-                let send = match self.tracker.as_mut() {
-                    // Evicted: forward up to the end of the packet in flight only.
-                    Some(t) if evicted => &chunk[..t.observe_to_boundary(chunk)],
-                    Some(t) => {
-                        t.observe(chunk);
-                        chunk
+                    if stop {
+                        return Ok(End::Stopped);
                     }
-                    None => chunk,
-                };
-                self.dst.write_all(send).await?;
-                self.bytes.inc_by(send.len() as u64);
-                if (evicted || control.eviction().is_some()) && self.can_stop() {
-                    return Ok(End::Stopped);
                 }
             }
         }
     }
+}
+
+/// Writes what may go on of `chunk` without waiting; returns the part the
+/// destination did not take, and whether the direction should stop for an
+/// eviction.
+fn forward_now(
+    chunk: &[u8],
+    tracker: Option<&mut Tracker>,
+    dst: &WriteHalf<'_>,
+    bytes: &Counter,
+    control: &ConnControl,
+) -> io::Result<Burst> {
+    let evicted = control.eviction().is_some();
+    let (send, at_boundary) = match tracker {
+        // Evicted: forward up to the end of the packet in flight only.
+        Some(t) if evicted => (&chunk[..t.observe_to_boundary(chunk)], t.can_stop()),
+        Some(t) => {
+            t.observe(chunk);
+            (chunk, t.can_stop())
+        }
+        None => (chunk, true),
+    };
+    let written = match send {
+        [] => 0,
+        _ => match dst.try_write(send) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        },
+    };
+    bytes.inc_by(written as u64);
+    Ok(Burst::Forwarded {
+        rest: (written < send.len()).then(|| send[written..].to_vec()),
+        stop: (evicted || control.eviction().is_some()) && at_boundary,
+    })
 }
 
 /// Reads and discards until EOF or an error.

@@ -89,14 +89,14 @@ pub async fn recv(socket: &UnixStream) -> io::Result<Option<Vec<OwnedFd>>> {
         .await
 }
 
-/// Turns a received descriptor into a tokio TCP stream (it must be a connected
-/// TCP socket).
-pub fn into_tcp(fd: OwnedFd) -> io::Result<tokio::net::TcpStream> {
+/// Turns a received descriptor into a non-blocking TCP stream, ready for the
+/// runtime that will serve it (it must be a connected TCP socket).
+pub fn into_tcp(fd: OwnedFd) -> io::Result<std::net::TcpStream> {
     let std = std::net::TcpStream::from(fd);
     // Fails with ENOTSOCK/ENOTCONN if the descriptor is not a connected socket.
     std.peer_addr()?;
     std.set_nonblocking(true)?;
-    tokio::net::TcpStream::from_std(std)
+    Ok(std)
 }
 
 #[cfg(test)]
@@ -149,7 +149,8 @@ mod tests {
         for i in 0..3u8 {
             let fds = recv(&b).await.unwrap().expect("a message");
             assert_eq!(fds.len(), 1);
-            let mut s = into_tcp(fds.into_iter().next().unwrap()).unwrap();
+            let fd = fds.into_iter().next().unwrap();
+            let mut s = tokio::net::TcpStream::from_std(into_tcp(fd).unwrap()).unwrap();
             let mut buf = [0u8; 1];
             tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf)
                 .await

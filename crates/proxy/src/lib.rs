@@ -9,6 +9,7 @@
 //! wherever new connections go.
 //!
 //! Modules: [`cli`] (flags), [`conn`] (accept and the per-connection task),
+//! [`workers`] (the data path's threads, one current-thread runtime each),
 //! [`copy`] (half-close-correct copying that stops at packet boundaries),
 //! [`mqtt`] (CONNECT sniffing, boundaries, packets the proxy writes),
 //! [`registry`] (upstreams, connections, selection), [`evacuation`] (the state
@@ -31,12 +32,13 @@ pub mod http;
 pub mod metrics;
 pub mod mqtt;
 pub mod registry;
+pub mod workers;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::TcpSocket;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub use cli::ProxyArgs;
@@ -75,7 +77,15 @@ pub enum ProxyError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The worker threads could not be started.
+    #[error("cannot start the worker threads (--workers): {0}")]
+    Workers(std::io::Error),
 }
+
+/// Connections the kernel queues for `accept` (capped by
+/// `net.core.somaxconn`): thousands of clients connecting at once must not
+/// overflow it, or their handshakes stall for a SYN retransmission.
+const BACKLOG: u32 = 4096;
 
 /// State shared by the accept loop, the connection tasks and the admin API.
 #[derive(Debug)]
@@ -111,9 +121,18 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
             dup.name
         )));
     }
-    let bind = |flag, addr| async move {
-        TcpListener::bind(addr)
-            .await
+    let bind = |flag, addr: SocketAddr| async move {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        };
+        socket
+            .and_then(|s| {
+                s.set_reuseaddr(true)?;
+                s.bind(addr)?;
+                s.listen(BACKLOG)
+            })
             .map_err(|source| ProxyError::Bind { flag, addr, source })
     };
     if args.listen.is_none() && args.accept_unix.is_none() {
@@ -152,11 +171,18 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
         ws_evict = shared.args.ws_evict.as_str(),
         "sluice proxy started"
     );
+    let workers = workers::Workers::start(shared.args.workers(), &shared, conn::handle)
+        .map_err(ProxyError::Workers)?;
+    let workers = Arc::new(workers);
     if let Some(listener) = listener {
-        tokio::spawn(conn::serve(listener, Arc::clone(&shared)));
+        tokio::spawn(conn::serve(
+            listener,
+            Arc::clone(&shared),
+            Arc::clone(&workers),
+        ));
     }
     if let Some(unix) = unix {
-        tokio::spawn(conn::serve_unix(unix, Arc::clone(&shared)));
+        tokio::spawn(conn::serve_unix(unix, Arc::clone(&workers)));
     }
     let router = admin::router(Arc::clone(&shared));
     tokio::spawn(async move {

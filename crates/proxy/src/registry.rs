@@ -3,8 +3,10 @@
 //! accounting of the evacuation status.
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -136,6 +138,44 @@ impl ConnControl {
             }
             notified.await;
         }
+    }
+}
+
+/// [`ConnControl::evicted`] for a loop that waits on it at every turn:
+/// re-arming the notification takes its lock twice, and even polling an armed
+/// one takes it once, so this polls it again only when the eviction came or
+/// the task's waker changed.
+pub struct EvictionWatch<'a, F> {
+    control: &'a ConnControl,
+    evicted: Pin<&'a mut F>,
+    armed: Option<Waker>,
+}
+
+impl<'a, F: Future> EvictionWatch<'a, F> {
+    /// Watches `evicted`, a pinned `control.evicted()`.
+    pub fn new(control: &'a ConnControl, evicted: Pin<&'a mut F>) -> Self {
+        EvictionWatch {
+            control,
+            evicted,
+            armed: None,
+        }
+    }
+}
+
+impl<F: Future> Future for EvictionWatch<'_, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let armed = this.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && this.control.eviction().is_none() {
+            return Poll::Pending;
+        }
+        if this.evicted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.armed = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use crate::Shared;
 use crate::cli::WsEvict;
-use crate::copy::{CHUNK, drain};
+use crate::copy::{drain, poll_read_with};
 use crate::registry::{ConnControl, Signal, Upstream, lock};
 use exchange::{Exchange, RequestVerdict};
 
@@ -195,18 +195,13 @@ async fn deadline(conn: &Conn<'_>) -> &'static str {
     }
 }
 
-/// Reads what is readable into `pending`; `Ok(false)` at EOF.
+/// Reads what is readable into `pending`; `Ok(false)` at EOF. One read per
+/// call, into the thread's scratch buffer (see [`crate::copy`]): `pending`
+/// only ever holds what is not forwarded yet.
 pub(crate) async fn read_more(src: &mut ReadHalf<'_>, pending: &mut Vec<u8>) -> io::Result<bool> {
-    loop {
-        src.readable().await?;
-        pending.reserve(CHUNK);
-        match src.try_read_buf(pending) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
+    std::future::poll_fn(|cx| poll_read_with(cx, src, |read| pending.extend_from_slice(read)))
+        .await
+        .map(|read| read.is_some())
 }
 
 /// Writes `bytes` and counts them.
