@@ -690,22 +690,14 @@ async fn an_abort_mid_evacuation_moves_the_moved_clients_back_once() {
     let a0 = s.name(&a, 0);
     assert_eq!(evac[0], format!("DELETE {a0}"), "{evac:#?}");
     for i in 0..3 {
-        assert!(
-            api.contains(&format!("serving {}=true", s.name(&a, i))),
-            "{api:#?}"
-        );
-        assert!(
-            api.contains(&format!("serving {}=false", s.name(&b, i))),
-            "{api:#?}"
-        );
-        assert!(
-            api.contains(&format!("gate {}=True", s.name(&a, i))),
-            "{api:#?}"
-        );
-        assert!(
-            api.contains(&format!("gate {}=False", s.name(&b, i))),
-            "{api:#?}"
-        );
+        for call in [
+            format!("serving {}=true", s.name(&a, i)),
+            format!("serving {}=false", s.name(&b, i)),
+            format!("gate {}=True", s.name(&a, i)),
+            format!("gate {}=False", s.name(&b, i)),
+        ] {
+            assert!(api.contains(&call), "{call}: {api:#?}");
+        }
     }
     assert!(
         api.contains(&"status Aborting False=UserAborted".to_owned()),

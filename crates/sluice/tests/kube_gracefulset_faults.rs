@@ -43,6 +43,8 @@ const CLIENTS: u64 = 300;
 /// `connEvictRate`: ~100 clients per old pod leave in ~10 s, long enough to
 /// act in the middle of an evacuation on a loaded machine.
 const RATE: u64 = 10;
+/// The most connections a pod holds here (`maxConnectionsPerPod`).
+const MAX_PER_POD: u64 = 150;
 /// Longest wait for a fleet to come up, roll, abort or reconnect.
 const LONG: Duration = Duration::from_secs(120);
 
@@ -77,7 +79,9 @@ async fn fleet(env: &Env, operators: usize, progress_deadline: u32) -> (Fleet, V
     let mut template = env.mosquitto_behind_sidecar_template("mqtt");
     template["metadata"]["annotations"] = json!({"version": "1"});
     let ip = env.create_service("mqtt", json!(1883)).await;
-    let set = gset::sidecar_set("mqtt", 3, template, strategy(progress_deadline));
+    let mut set = gset::sidecar_set("mqtt", 3, template, strategy(progress_deadline));
+    // Sizes the drain (preStop) of deleted pods: 150 at RATE is 15 s, not 40.
+    set["spec"]["evacuator"]["sidecar"]["maxConnectionsPerPod"] = json!(MAX_PER_POD);
     gset::create(env, set).await;
     let first = gset::wait_status(env, "mqtt", "3 pods serving", LONG, |s| {
         s.phase == Phase::Stable && s.serving_replicas == 3 && s.ready_replicas == 3

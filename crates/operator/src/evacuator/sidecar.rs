@@ -106,22 +106,23 @@ mod tests {
     use serde_json::json;
     use sluice_api::admin::EvacuationStatus;
 
-    fn status(body: serde_json::Value) -> NodeEvacuationStatus {
-        let s: EvacuationStatus = serde_json::from_value(body).unwrap();
+    /// The admin API's status body, as `report` reads it.
+    fn status(state: &str, rate: u64, initial: u64, current: u64) -> NodeEvacuationStatus {
+        let s: EvacuationStatus = serde_json::from_value(json!({
+            "upstream": "app", "state": state,
+            "connection_eviction_rate": rate, "session_eviction_rate": rate / 2,
+            "wait_takeover": 5, "wait_health_check": 0,
+            "server_reference": null, "mqtt5_evict": null,
+            "stats": {"initial_connected": initial, "current_connected": current,
+                      "initial_sessions": 20, "current_sessions": 20}
+        }))
+        .unwrap();
         s.node_status(&s.upstream)
     }
 
     #[test]
     fn reads_the_admin_api_status_under_the_pod_name() {
-        let running = status(json!({
-            "upstream": "app", "state": "evicting_conns",
-            "connection_eviction_rate": 200, "session_eviction_rate": 100,
-            "wait_takeover": 5, "wait_health_check": 0,
-            "server_reference": null, "mqtt5_evict": null,
-            "stats": {"initial_connected": 500, "current_connected": 312,
-                      "initial_sessions": 20, "current_sessions": 20}
-        }));
-        let r = report("p", running);
+        let r = report("p", status("evicting_conns", 200, 500, 312));
         assert_eq!((r.connections, r.sessions), (312, 20));
         let e = r.evacuation.unwrap();
         assert_eq!(
@@ -129,15 +130,7 @@ mod tests {
             ("p", EvacuationState::EvictingConns)
         );
         assert_eq!(e.connection_eviction_rate, 200);
-        let idle = status(json!({
-            "upstream": "app", "state": "disabled",
-            "connection_eviction_rate": 0, "session_eviction_rate": 0,
-            "wait_takeover": 0, "wait_health_check": 0,
-            "server_reference": null, "mqtt5_evict": null,
-            "stats": {"initial_connected": 7, "current_connected": 7,
-                      "initial_sessions": 0, "current_sessions": 0}
-        }));
-        let r = report("p", idle);
+        let r = report("p", status("disabled", 0, 7, 7));
         assert_eq!((r.connections, r.evacuation), (7, None));
     }
 
