@@ -1,9 +1,10 @@
 //! A container's environment, command line and working directory, as the kubelet
 //! builds them: `env` in order, each value expanded with the variables before it,
-//! downward API `fieldRef`s resolved from the pod, then `$(VAR)` expansion of
-//! `command` and `args` with the whole environment.
+//! downward API `fieldRef`s resolved from the pod, `secretKeyRef`s from the
+//! Secrets the node read, then `$(VAR)` expansion of `command` and `args` with
+//! the whole environment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 
@@ -23,7 +24,7 @@ pub enum ConfigError {
     },
     /// An `env[].valueFrom` source the test node does not resolve.
     #[error(
-        "container {container}: env {name}: {what} is not supported by the test node (supported: value, valueFrom.fieldRef)"
+        "container {container}: env {name}: {what} is not supported by the test node (supported: value, valueFrom.fieldRef, valueFrom.secretKeyRef)"
     )]
     Unsupported {
         /// The container.
@@ -32,6 +33,16 @@ pub enum ConfigError {
         name: String,
         /// What was used.
         what: String,
+    },
+    /// A `secretKeyRef` (not `optional`) whose Secret or key does not exist.
+    #[error("container {container}: env {name}: {problem}")]
+    Secret {
+        /// The container.
+        container: String,
+        /// The variable.
+        name: String,
+        /// What is missing, and the fix.
+        problem: String,
     },
     /// A `fieldRef.fieldPath` the downward API does not define.
     #[error("container {container}: env {name}: fieldRef.fieldPath {path:?} is not supported")]
@@ -54,6 +65,24 @@ pub struct PodFacts<'a> {
     pub host_ip: &'a str,
     /// The node's name (`spec.nodeName`).
     pub node_name: &'a str,
+    /// The Secrets the container's `secretKeyRef`s name (see [`secret_names`]),
+    /// as the node read them from the pod's namespace.
+    pub secrets: &'a Secrets,
+}
+
+/// Secrets by name: their `data`, decoded (`None`: the Secret does not exist).
+pub type Secrets = BTreeMap<String, Option<BTreeMap<String, String>>>;
+
+/// The Secrets `container`'s `env[].valueFrom.secretKeyRef`s name: the node
+/// reads them before building the environment.
+pub fn secret_names(container: &Container) -> BTreeSet<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|v| v.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// A container's process, ready to start.
@@ -98,7 +127,9 @@ pub fn launch(
     })
 }
 
-/// The container's environment: `env` in order, values expanded with the earlier ones.
+/// The container's environment: `env` in order, values expanded with the earlier
+/// ones; an `optional` `secretKeyRef` whose Secret or key is missing leaves its
+/// variable unset, as the kubelet does.
 pub fn environment(
     pod: &Pod,
     container: &Container,
@@ -113,8 +144,9 @@ pub fn environment(
     }
     let mut env = BTreeMap::new();
     for var in container.env.iter().flatten() {
-        let value = value_of(pod, container, var, facts, &env)?;
-        env.insert(var.name.clone(), value);
+        if let Some(value) = value_of(pod, container, var, facts, &env)? {
+            env.insert(var.name.clone(), value);
+        }
     }
     Ok(env)
 }
@@ -125,10 +157,35 @@ fn value_of(
     var: &EnvVar,
     facts: PodFacts<'_>,
     earlier: &BTreeMap<String, String>,
-) -> Result<String, ConfigError> {
+) -> Result<Option<String>, ConfigError> {
     let Some(from) = &var.value_from else {
-        return Ok(expand(var.value.as_deref().unwrap_or(""), earlier));
+        return Ok(Some(expand(var.value.as_deref().unwrap_or(""), earlier)));
     };
+    if let Some(r) = &from.secret_key_ref {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let problem = match facts.secrets.get(&r.name) {
+            Some(Some(data)) => match data.get(&r.key) {
+                Some(value) => return Ok(Some(value.clone())),
+                None => format!(
+                    "valueFrom.secretKeyRef: key {:?} is not in Secret {namespace}/{}: add it to the Secret's data, or set optional: true",
+                    r.key, r.name
+                ),
+            },
+            _ => format!(
+                "valueFrom.secretKeyRef: Secret {namespace}/{} not found: create it, or set optional: true",
+                r.name
+            ),
+        };
+        return if r.optional.unwrap_or(false) {
+            Ok(None)
+        } else {
+            Err(ConfigError::Secret {
+                container: container.name.clone(),
+                name: var.name.clone(),
+                problem,
+            })
+        };
+    }
     let unsupported = |what: &str| ConfigError::Unsupported {
         container: container.name.clone(),
         name: var.name.clone(),
@@ -137,8 +194,6 @@ fn value_of(
     let Some(field) = &from.field_ref else {
         let what = if from.config_map_key_ref.is_some() {
             "valueFrom.configMapKeyRef"
-        } else if from.secret_key_ref.is_some() {
-            "valueFrom.secretKeyRef"
         } else if from.resource_field_ref.is_some() {
             "valueFrom.resourceFieldRef"
         } else {
@@ -146,11 +201,13 @@ fn value_of(
         };
         return Err(unsupported(what));
     };
-    field_value(pod, &field.field_path, facts).ok_or_else(|| ConfigError::FieldPath {
-        container: container.name.clone(),
-        name: var.name.clone(),
-        path: field.field_path.clone(),
-    })
+    field_value(pod, &field.field_path, facts)
+        .map(Some)
+        .ok_or_else(|| ConfigError::FieldPath {
+            container: container.name.clone(),
+            name: var.name.clone(),
+            path: field.field_path.clone(),
+        })
 }
 
 /// The downward API: the value of `path` for `pod`, `None` if the path is unknown.
@@ -203,6 +260,7 @@ mod tests {
         pod_ip: "10.244.0.7",
         host_ip: "10.244.0.1",
         node_name: "n1",
+        secrets: &Secrets::new(),
     };
 
     #[test]
@@ -241,10 +299,10 @@ mod tests {
             Err(ConfigError::NoCommand { .. })
         ));
         let (p, c) = pod(serde_json::json!({"name": "app", "command": ["x"], "env": [
-            {"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}));
+            {"name": "K", "valueFrom": {"configMapKeyRef": {"name": "s", "key": "k"}}}]}));
         let e = launch(&p, &c, FACTS).unwrap_err().to_string();
         assert!(
-            e.contains("env K: valueFrom.secretKeyRef is not supported"),
+            e.contains("env K: valueFrom.configMapKeyRef is not supported"),
             "{e}"
         );
         let (p, c) = pod(serde_json::json!({"name": "app", "command": ["x"], "env": [
@@ -253,5 +311,54 @@ mod tests {
             launch(&p, &c, FACTS),
             Err(ConfigError::FieldPath { .. })
         ));
+    }
+
+    #[test]
+    fn secret_key_refs_like_the_kubelet() {
+        let (p, c) = pod(serde_json::json!({"name": "side", "command": ["sluice"],
+            "args": ["--admin-token=$(TOKEN)"], "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "admin", "key": "token"}}},
+            {"name": "MAYBE", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k", "optional": true}}},
+            {"name": "NOKEY", "valueFrom": {"secretKeyRef": {"name": "admin", "key": "nope", "optional": true}}},
+        ]}));
+        assert_eq!(secret_names(&c), ["admin", "gone"].map(String::from).into());
+        let data: BTreeMap<String, String> = [("token".to_string(), "s3cret".to_string())].into();
+        let secrets: Secrets = [
+            ("admin".to_string(), Some(data)),
+            ("gone".to_string(), None),
+        ]
+        .into();
+        let facts = PodFacts {
+            secrets: &secrets,
+            ..FACTS
+        };
+        let l = launch(&p, &c, facts).unwrap();
+        assert_eq!(l.args, ["--admin-token=s3cret"]);
+        assert_eq!(
+            l.env.keys().collect::<Vec<_>>(),
+            ["TOKEN"],
+            "optional misses stay unset"
+        );
+
+        let (p, c) = pod(
+            serde_json::json!({"name": "side", "command": ["x"], "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "token"}}}]}),
+        );
+        let e = launch(&p, &c, facts).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "container side: env TOKEN: valueFrom.secretKeyRef: Secret t1/gone not found"
+            ),
+            "{e}"
+        );
+        let (p, c) = pod(
+            serde_json::json!({"name": "side", "command": ["x"], "env": [
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "admin", "key": "nope", "optional": false}}}]}),
+        );
+        let e = launch(&p, &c, facts).unwrap_err().to_string();
+        assert!(
+            e.contains("env TOKEN: valueFrom.secretKeyRef: key \"nope\" is not in Secret t1/admin"),
+            "{e}"
+        );
     }
 }

@@ -63,15 +63,40 @@ pub fn kubeconfig_from_env() -> Result<PathBuf, ClientError> {
 
 /// A client for the cluster in the kubeconfig at `path`.
 pub async fn client(path: &Path) -> Result<Client, ClientError> {
-    let fail = |message: String| ClientError::Kubeconfig {
+    Client::try_from(config(path).await?).map_err(|e| kubeconfig_error(path, e.to_string()))
+}
+
+fn kubeconfig_error(path: &Path, message: String) -> ClientError {
+    ClientError::Kubeconfig {
         path: path.to_path_buf(),
         message,
-    };
+    }
+}
+
+/// The client configuration of the kubeconfig at `path` (its current context).
+async fn config(path: &Path) -> Result<Config, ClientError> {
+    let fail = |message: String| kubeconfig_error(path, message);
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| fail(e.to_string()))?;
-    Client::try_from(config).map_err(|e| fail(e.to_string()))
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The API server's address in the kubeconfig at `path` (its current
+/// context's cluster `server`), for [`NodeConfig::api_server`].
+pub async fn api_server(path: &Path) -> Result<std::net::SocketAddr, ClientError> {
+    let fail = |message: String| kubeconfig_error(path, message);
+    let config = config(path).await?;
+    let uri = &config.cluster_url;
+    let host = uri
+        .host()
+        .ok_or_else(|| fail(format!("server {uri} has no host")))?;
+    let port = uri.port_u16().unwrap_or(443);
+    tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| fail(format!("server {uri}: {e}")))?
+        .next()
+        .ok_or_else(|| fail(format!("server {uri}: no address")))
 }
 
 /// Creates a namespace named `<prefix>-<random>` and returns its name once its

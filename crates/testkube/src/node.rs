@@ -3,7 +3,7 @@
 //! (see [`crate::pod`]). Optionally the service proxy runs beside it.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,15 @@ pub struct NodeConfig {
     pub log_dir: PathBuf,
     /// Also run the service proxy (ClusterIP listeners in the node's namespace).
     pub service_proxy: bool,
+    /// `PATH` of every container (a container's `command` is looked up there);
+    /// default: the node process's own `$PATH`.
+    pub path: String,
+    /// The API server's address as the node reaches it (from its kubeconfig):
+    /// the service proxy serves the `default/kubernetes` Service's ClusterIP
+    /// (10.96.0.1:443) by forwarding to it, as kube-proxy does, so that a
+    /// process in the node's namespace (an operator) reaches the API server at
+    /// `https://10.96.0.1:443`. `None`: that Service is not served.
+    pub api_server: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -55,6 +64,8 @@ impl NodeConfig {
             pod_net: Ipv4Addr::new(10, 244, 0, 0),
             log_dir: std::env::temp_dir().join("sluice-testnode").join(name),
             service_proxy: true,
+            path: std::env::var("PATH").unwrap_or_default(),
+            api_server: None,
         }
     }
 }
@@ -120,6 +131,7 @@ impl TestNode {
             netrt: netrt.handle().clone(),
             log_dir: config.log_dir.clone(),
             client: client.clone(),
+            path: config.path.clone(),
         });
         node.tasks.push(tokio::spawn(heartbeat(
             client.clone(),
@@ -136,6 +148,7 @@ impl TestNode {
             node.tasks.push(tokio::spawn(crate::proxy::run(
                 client,
                 config.namespace.clone(),
+                config.api_server,
                 net,
                 netrt.handle().clone(),
                 shutdown_rx,

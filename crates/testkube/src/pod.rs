@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
@@ -33,6 +33,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(20);
 /// Time a sidecar gets to stop even when the pod's grace period is used up
 /// (the kubelet's minimum).
 const SIDECAR_MIN_GRACE: Duration = Duration::from_secs(2);
+/// Wait before building a container's configuration again after it failed.
+const CONFIG_RETRY: Duration = Duration::from_secs(2);
 /// Grace period when the node shuts down (it then force-deletes its pods).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -43,6 +45,8 @@ pub(crate) struct NodeCtx {
     pub netrt: tokio::runtime::Handle,
     pub log_dir: PathBuf,
     pub client: kube::Client,
+    /// `PATH` of every container.
+    pub path: String,
 }
 
 /// Where a container sits in the pod spec.
@@ -473,21 +477,19 @@ async fn run_container(
     sidecar: bool,
     mut stop: watch::Receiver<Option<Instant>>,
 ) -> Outcome {
-    let pod_ip = run.pod_ip.to_string();
-    let host_ip = run.node.net.gateway().to_string();
-    let facts = PodFacts {
-        pod_ip: &pod_ip,
-        host_ip: &host_ip,
-        node_name: &run.node.name,
-    };
-    let launch = match env::launch(&run.pod, &c, facts) {
-        Ok(l) => l,
-        Err(e) => {
-            run.shared.container(slot, |v| {
-                v.state = json!({"waiting": {"reason": "CreateContainerConfigError", "message": e.to_string()}});
-            });
-            stop_requested(&mut stop).await;
-            return Outcome::ConfigError;
+    let launch = loop {
+        match configure(&run, &c).await {
+            Ok(l) => break l,
+            Err(message) => {
+                run.shared.container(slot, |v| {
+                    v.state = json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}});
+                });
+                // The kubelet retries on its next sync (the Secret may appear).
+                tokio::select! {
+                    () = tokio::time::sleep(CONFIG_RETRY) => {}
+                    _ = stop_requested(&mut stop) => return Outcome::ConfigError,
+                }
+            }
         }
     };
     let target = Target {
@@ -599,9 +601,41 @@ async fn run_container(
     }
 }
 
+/// The container's launch: reads the Secrets its env refers to, then builds it
+/// (the error is the `CreateContainerConfigError` message).
+async fn configure(run: &Run, c: &Container) -> Result<env::Launch, String> {
+    let namespace = run.pod.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<Secret> = Api::namespaced(run.node.client.clone(), namespace);
+    let mut secrets = env::Secrets::new();
+    for name in env::secret_names(c) {
+        let secret = api.get_opt(&name).await.map_err(|e| {
+            format!(
+                "container {}: reading Secret {namespace}/{name}: {e}",
+                c.name
+            )
+        })?;
+        let data = secret.map(|s| {
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect()
+        });
+        secrets.insert(name, data);
+    }
+    let (pod_ip, host_ip) = (run.pod_ip.to_string(), run.node.net.gateway().to_string());
+    let facts = PodFacts {
+        pod_ip: &pod_ip,
+        host_ip: &host_ip,
+        node_name: &run.node.name,
+        secrets: &secrets,
+    };
+    env::launch(&run.pod, c, facts).map_err(|e| e.to_string())
+}
+
 /// `ip netns exec POD env -i [-C DIR] PATH=… HOSTNAME=… VARS… PROGRAM ARGS…`: the
 /// container runs in the pod's network namespace with only its own environment
-/// (plus `PATH` from the node and `HOSTNAME`, as a container gets them).
+/// (plus the node's `PATH` and `HOSTNAME`, as a container gets them).
 fn command_line(run: &Run, launch: &env::Launch) -> Vec<String> {
     let mut args = vec![
         "netns".to_string(),
@@ -615,9 +649,7 @@ fn command_line(run: &Run, launch: &env::Launch) -> Vec<String> {
         args.push(dir.clone());
     }
     let mut vars = BTreeMap::new();
-    if let Ok(path) = std::env::var("PATH") {
-        vars.insert("PATH".to_string(), path);
-    }
+    vars.insert("PATH".to_string(), run.node.path.clone());
     vars.insert(
         "HOSTNAME".to_string(),
         run.pod.metadata.name.clone().unwrap_or_default(),

@@ -5,6 +5,11 @@
 //! is ready), as kube-proxy does. A connection stays on its endpoint for its
 //! whole life, even after the endpoint leaves the slice (as conntrack keeps it).
 //! With no endpoint, the connection is reset (kube-proxy rejects it).
+//!
+//! Given the API server's address, it also serves the `default/kubernetes`
+//! Service's ClusterIP (10.96.0.1:443), forwarding from the host's network
+//! namespace, where the API server listens: what runs in the node's namespace
+//! reaches the API server as a pod would.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -91,10 +96,15 @@ impl Drop for Listening {
 pub(crate) async fn run(
     client: Client,
     namespace: Option<String>,
+    api_server: Option<SocketAddr>,
     net: Arc<NodeNet>,
     netrt: Handle,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let _api = match api_server {
+        Some(addr) => api_service(&client, addr, &net, &netrt).await,
+        None => None,
+    };
     let (services, slices_api): (Api<Service>, Api<EndpointSlice>) = match &namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -243,7 +253,13 @@ async fn service(
         tasks.push(netrt.spawn(async move {
             let addr = SocketAddr::from((ip, port));
             match TcpListener::bind(addr).await {
-                Ok(l) => serve(l, key, port_name, slices).await,
+                Ok(l) => {
+                    let pick = {
+                        let key = key.clone();
+                        move || slices.pick(&key, &port_name)
+                    };
+                    serve(l, key, pick, Handle::current()).await
+                }
                 Err(e) => tracing::error!(service = ?key, %addr, error = %e, "cannot listen"),
             }
         }));
@@ -251,8 +267,54 @@ async fn service(
     listening.insert(key, Listening { fingerprint, tasks });
 }
 
-/// Accepts connections for one Service port and forwards each to an endpoint.
-async fn serve(listener: TcpListener, key: Key, port_name: String, slices: Arc<Slices>) {
+/// Listens on the `default/kubernetes` Service's ClusterIP and port (inside the
+/// node's namespace) and forwards each connection to `api_server` from this
+/// (host) runtime. The listener lives as long as the returned value.
+async fn api_service(
+    client: &Client,
+    api_server: SocketAddr,
+    net: &NodeNet,
+    netrt: &Handle,
+) -> Option<Listening> {
+    let key: Key = ("default".into(), "kubernetes".into());
+    let svc = match Api::<Service>::namespaced(client.clone(), &key.0)
+        .get(&key.1)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read Service default/kubernetes: the API server is not served in the node");
+            return None;
+        }
+    };
+    let spec = svc.spec.unwrap_or_default();
+    let ip = spec.cluster_ip.as_deref()?.parse::<Ipv4Addr>().ok()?;
+    let port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find_map(|p| u16::try_from(p.port).ok())?;
+    if let Err(e) = net.add_local(ip).await {
+        tracing::error!(error = %e, "cannot add the API server's ClusterIP");
+        return None;
+    }
+    let host = Handle::current();
+    let task = netrt.spawn(async move {
+        let addr = SocketAddr::from((ip, port));
+        match TcpListener::bind(addr).await {
+            Ok(l) => serve(l, key, move || Some(api_server), host).await,
+            Err(e) => tracing::error!(%addr, error = %e, "cannot listen for the API server"),
+        }
+    });
+    Some(Listening {
+        fingerprint: format!("{ip}:{port} -> {api_server}"),
+        tasks: vec![task],
+    })
+}
+
+/// Accepts connections for one Service port and forwards each to the endpoint
+/// `pick` chooses, connecting from the runtime `on` (its network namespace).
+async fn serve(listener: TcpListener, key: Key, pick: impl Fn() -> Option<SocketAddr>, on: Handle) {
     loop {
         let conn = match listener.accept().await {
             Ok((conn, _)) => conn,
@@ -262,8 +324,7 @@ async fn serve(listener: TcpListener, key: Key, port_name: String, slices: Arc<S
                 continue;
             }
         };
-        let target = slices.pick(&key, &port_name);
-        tokio::spawn(forward(conn, target));
+        on.spawn(forward(conn, pick()));
     }
 }
 

@@ -1,7 +1,13 @@
 //! Helpers of the Kubernetes tests: a namespace and a node double (with its
 //! service proxy) on the shared test control plane, polling, and what the tests
-//! measure (connections per pod, EndpointSlice readiness).
+//! measure (connections per pod, EndpointSlice readiness). `clients` runs the
+//! MQTT clients, `rollout` samples a fleet during an update (the StatefulSet
+//! baseline lives there), `gset` drives GracefulSets and the operator.
 #![allow(dead_code)]
+
+pub mod clients;
+pub mod gset;
+pub mod rollout;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -32,8 +38,11 @@ pub struct Env {
 
 impl Env {
     /// Creates a namespace `<prefix>-<random>` and starts a node for it whose
-    /// pods get addresses in 10.244.`octet`.0/24. Fails the test (with how to
-    /// start the control plane) when `SLUICE_KUBECONFIG` is missing.
+    /// pods get addresses in 10.244.`octet`.0/24. Containers find the `sluice`
+    /// binary under test on their `PATH` (the operator's injected sidecar runs
+    /// `sluice proxy`), and the node serves the API server's ClusterIP
+    /// (`https://10.96.0.1:443`). Fails the test (with how to start the control
+    /// plane) when `SLUICE_KUBECONFIG` is missing.
     pub async fn start(prefix: &str, octet: u8) -> Env {
         let path = sluice_testkube::kubeconfig_from_env().unwrap_or_else(|e| panic!("{e}"));
         let client = sluice_testkube::client(&path)
@@ -47,6 +56,15 @@ impl Env {
         let mut config = NodeConfig::new(&ns, Some(&ns));
         config.pod_net = std::net::Ipv4Addr::new(10, 244, octet, 0);
         config.log_dir = dir.join("logs");
+        let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_sluice"))
+            .parent()
+            .expect("the sluice binary's directory");
+        config.path = format!("{}:{}", bin_dir.display(), config.path);
+        config.api_server = Some(
+            sluice_testkube::api_server(&path)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
         let node = TestNode::start(client.clone(), config)
             .await
             .unwrap_or_else(|e| panic!("start the node double: {e}"));
@@ -80,12 +98,15 @@ impl Env {
     /// A mosquitto config listening on all addresses of the pod, anonymous
     /// clients allowed, `$SYS` every second; returns its path.
     pub fn mosquitto_conf(&self) -> String {
-        let path = self.dir.join("mosquitto.conf");
-        std::fs::write(
-            &path,
-            "listener 1883\nallow_anonymous true\nmax_connections -1\nsys_interval 1\npersistence false\n",
-        )
-        .expect("write mosquitto.conf");
+        self.write_mosquitto_conf("mosquitto.conf", "listener 1883")
+    }
+
+    fn write_mosquitto_conf(&self, file: &str, listener: &str) -> String {
+        let path = self.dir.join(file);
+        let conf = format!(
+            "{listener}\nallow_anonymous true\nmax_connections -1\nsys_interval 1\npersistence false\n"
+        );
+        std::fs::write(&path, conf).expect("write the mosquitto config");
         path.display().to_string()
     }
 
@@ -107,6 +128,19 @@ impl Env {
                 }],
             },
         })
+    }
+
+    /// [`Env::mosquitto_template`] for a pod whose sidecar fronts the broker:
+    /// mosquitto listens on 127.0.0.1:1884 only (port `app`), the sidecar on
+    /// the pod's 1883.
+    pub fn mosquitto_behind_sidecar_template(&self, app: &str) -> serde_json::Value {
+        let mut t = self.mosquitto_template(app);
+        let conf = self.write_mosquitto_conf("mosquitto-app.conf", "listener 1884 127.0.0.1");
+        let c = &mut t["spec"]["containers"][0];
+        c["args"] = serde_json::json!(["-c", conf]);
+        c["ports"] = serde_json::json!([{"name": "app", "containerPort": 1884}]);
+        c["readinessProbe"]["tcpSocket"]["port"] = serde_json::json!("app");
+        t
     }
 
     /// Established TCP connections to port `port` of a pod, from the node's
@@ -165,10 +199,17 @@ impl Env {
     /// Creates a ClusterIP Service `name` selecting `app=<name>` on the pods'
     /// `mqtt` port (1883); returns its ClusterIP.
     pub async fn create_mqtt_service(&self, name: &str) -> String {
+        self.create_service(name, serde_json::json!("mqtt")).await
+    }
+
+    /// Creates a ClusterIP Service `name` on port 1883 (named `mqtt`) selecting
+    /// `app=<name>`, to the pods' `target_port` (a number or a port name);
+    /// returns its ClusterIP.
+    pub async fn create_service(&self, name: &str, target_port: serde_json::Value) -> String {
         let svc: Service = object(serde_json::json!({
             "metadata": {"name": name},
             "spec": {"selector": {"app": name},
-                     "ports": [{"name": "mqtt", "port": 1883, "targetPort": "mqtt"}]},
+                     "ports": [{"name": "mqtt", "port": 1883, "targetPort": target_port}]},
         }));
         Api::<Service>::namespaced(self.client.clone(), &self.ns)
             .create(&PostParams::default(), &svc)
@@ -182,8 +223,20 @@ impl Env {
     /// Starts `sluice bench conn` in the node's namespace: `clients` MQTT clients
     /// to `ip:1883`, its `--json` summary written to `summary`.
     pub fn start_bench(&self, ip: &str, clients: u64, summary: &std::path::Path) -> BenchRun {
+        self.start_bench_with(ip, clients, summary, &[])
+    }
+
+    /// [`Env::start_bench`] with more `sluice bench conn` flags.
+    pub fn start_bench_with(
+        &self,
+        ip: &str,
+        clients: u64,
+        summary: &std::path::Path,
+        extra: &[&str],
+    ) -> BenchRun {
         let (clients, summary) = (clients.to_string(), summary.display().to_string());
-        let args = ["-h", ip, "-p", "1883", "-c", &clients, "--json", &summary];
+        let mut args = vec!["-h", ip, "-p", "1883", "-c", &clients, "--json", &summary];
+        args.extend_from_slice(extra);
         BenchRun::start_command(self.sluice_in_node(), &args)
     }
 

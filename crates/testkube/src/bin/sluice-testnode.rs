@@ -55,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = NodeConfig::new(&args.name, args.namespace.as_deref());
     config.pod_net = args.pod_net;
     config.service_proxy = !args.no_service_proxy;
+    config.api_server = Some(sluice_testkube::api_server(&path).await?);
     if let Some(dir) = args.log_dir {
         config.log_dir = dir;
     }
