@@ -29,7 +29,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use sluice_core::engine::{EvacuationState, Phase};
 use sluice_operator::crd::GracefulSetStatus;
@@ -210,6 +210,7 @@ async fn an_operator_killed_mid_evacuation_resumes_and_no_client_moves_twice() {
             let _again = start_operator(env, &f.kubeconfig, 0, false);
             let done = wait_updated(env, &f.first).await;
             let t = stop_clients(f.clients);
+            gset::delete(env, "mqtt").await;
             eprintln!("killed at {:?}; tally {t:?}", at_kill.node_evacuations_status);
             assert!(t.max_disconnects <= 1, "no client disconnected twice: {t:?}");
             assert!(
@@ -247,6 +248,7 @@ async fn only_the_leader_acts_and_the_standby_takes_over() {
             .await;
             wait_updated(env, &f.first).await;
             let t = stop_clients(f.clients);
+            gset::delete(env, "mqtt").await;
             assert!(t.max_disconnects <= 1, "no client disconnected twice: {t:?}");
             let events = events_by_instance(env).await;
             assert!(
@@ -306,6 +308,7 @@ async fn a_template_that_never_becomes_ready_is_aborted_at_the_progress_deadline
             assert_eq!(s.serving_replicas, 3, "{s:?}");
             wait_on_pods(env, CLIENTS).await;
             let t = stop_clients(f.clients);
+            gset::delete(env, "mqtt").await;
             assert_eq!(t.max_disconnects, 0, "nobody disconnected: {t:?}");
         })
         .await;
@@ -338,6 +341,7 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
                 "the request is cleared"
             );
             let t = stop_clients(f.clients);
+            gset::delete(env, "mqtt").await;
             // Moved once to a new pod, once back; everyone else untouched.
             assert!(t.max_disconnects <= 2, "nobody moved more than there and back: {t:?}");
             let moved_back = histogram(&t, 2);
@@ -371,23 +375,14 @@ async fn a_set_deleted_mid_upgrade_stops_the_evacuation_and_its_pods_go() {
                 .find(|e| e.state == EvacuationState::EvictingConns)
                 .map(|e| e.node.clone())
                 .expect("an evacuation");
-            gset::sets(env)
-                .delete("mqtt", &DeleteParams::default())
-                .await
-                .expect("delete the set");
+            // Waits until the finalizer let the set go.
+            gset::delete(env, "mqtt").await;
             poll("the finalizer stopped the evacuation", LONG, async || {
                 let events = gset::events(env).await;
                 let stopped = events.iter().any(|(r, note)| {
                     r == "EvacuationStopped" && note.contains("set deleted") && note.contains(&evacuating)
                 });
                 if stopped { Ok(()) } else { Err(format!("{events:?}")) }
-            })
-            .await;
-            poll("the set gone", LONG, async || {
-                match gset::sets(env).get_opt("mqtt").await {
-                    Ok(None) => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
             })
             .await;
             poll("garbage collection removed the pods", LONG, async || {
