@@ -29,6 +29,9 @@ pub struct PodView {
     pub serving: bool,
     /// The serving gate condition as set on the pod (`None`: not yet set).
     pub gate: Option<bool>,
+    /// The pod's `Ready` condition (containers ready and every readiness gate
+    /// `True`): it is among the Service's ready endpoints, or about to be.
+    pub in_endpoints: bool,
     /// Deleted (a `deletionTimestamp`): draining, will never serve again.
     pub terminating: bool,
     /// Its phase is `Failed` or `Succeeded`, or it is terminating.
@@ -88,6 +91,7 @@ impl PodView {
             ready: condition("ContainersReady").unwrap_or(false),
             serving: serving_decision(meta.annotations.as_ref()),
             gate: condition(SERVING_GATE),
+            in_endpoints: condition("Ready").unwrap_or(false),
             terminating,
             failed: terminating || matches!(phase, "Failed" | "Succeeded"),
             ip: status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()),
@@ -138,14 +142,16 @@ impl PodView {
 /// engine's routing promise, which keeps a moved client from landing on another
 /// old instance and moving twice) becomes "only the target revision's, once one
 /// of them serves": an old pod the engine keeps serving gets its gate `False` as
-/// soon as a ready pod of the target revision serves. It keeps its connections
-/// (a gate only takes a pod out of the endpoints); only new connections are
-/// narrowed to the target revision. Before any target pod serves, the engine's
-/// decisions apply as they are.
+/// soon as a pod of the target revision serves and is `Ready` (its own gate has
+/// taken effect, so it is in the endpoints: narrowing earlier would leave the
+/// Service without a ready endpoint until the new pod's readiness propagates).
+/// It keeps its connections (a gate only takes a pod out of the endpoints);
+/// only new connections are narrowed to the target revision. Before any target
+/// pod is in the endpoints, the engine's decisions apply as they are.
 pub fn gates(pods: &[PodView], target: &str) -> BTreeMap<String, bool> {
     let target_serves = pods
         .iter()
-        .any(|p| p.revision == target && p.serving && p.ready && !p.failed);
+        .any(|p| p.revision == target && p.serving && p.in_endpoints && !p.failed);
     pods.iter()
         .map(|p| {
             let gate = p.serving && !p.failed && (p.revision == target || !target_serves);
@@ -167,6 +173,7 @@ mod tests {
             ready,
             serving,
             gate: None,
+            in_endpoints: false,
             terminating: false,
             failed: false,
             ip: None,
@@ -184,12 +191,21 @@ mod tests {
         // The new pod is not ready: the old ones keep serving.
         let g = gates(&pods, "b");
         assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, false));
-        // Ready and serving: new connections go to it alone.
+        // Ready and serving: it gets the gate, the old ones keep theirs until
+        // it is in the endpoints (else the Service would have none for a while).
         pods[2].ready = true;
         pods[2].serving = true;
         let g = gates(&pods, "b");
+        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, true));
+        // In the endpoints: new connections go to it alone.
+        pods[2].in_endpoints = true;
+        let g = gates(&pods, "b");
         assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (false, false, true));
-        // Aborting back to "a": the same rule with the roles swapped.
+        // Aborting back to "a" (whose pods left the endpoints): every serving
+        // pod takes connections until one of "a" is back in them, then only "a".
+        let g = gates(&pods, "a");
+        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, true));
+        pods[0].in_endpoints = true;
         let g = gates(&pods, "a");
         assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, false));
         // A pod the engine took out of serving never gets the gate.

@@ -209,6 +209,24 @@ pub async fn wait_status(
     .await
 }
 
+/// Deletes the set and waits until it is gone: the operator must still run,
+/// to remove its finalizer (else the namespace cannot be deleted).
+pub async fn delete(env: &Env, name: &str) {
+    sets(env)
+        .delete(name, &kube::api::DeleteParams::default())
+        .await
+        .expect("delete the GracefulSet");
+    poll(
+        "the GracefulSet is gone (finalizer removed)",
+        Duration::from_secs(60),
+        async || match sets(env).get_opt(name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(s) => Err(format!("still there: {:?}", s.metadata.finalizers)),
+        },
+    )
+    .await;
+}
+
 /// The set's pods.
 pub async fn pods(env: &Env, name: &str) -> Vec<Pod> {
     Api::<Pod>::namespaced(env.client.clone(), &env.ns)

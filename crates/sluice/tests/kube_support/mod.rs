@@ -131,11 +131,12 @@ impl Env {
     }
 
     /// [`Env::mosquitto_template`] for a pod whose sidecar fronts the broker:
-    /// mosquitto listens on 127.0.0.1:1884 only (port `app`), the sidecar on
-    /// the pod's 1883.
+    /// mosquitto listens on 1884 (port `app`; on all addresses, as the
+    /// readiness probe comes from the node to the pod IP), the sidecar on the
+    /// pod's 1883.
     pub fn mosquitto_behind_sidecar_template(&self, app: &str) -> serde_json::Value {
         let mut t = self.mosquitto_template(app);
-        let conf = self.write_mosquitto_conf("mosquitto-app.conf", "listener 1884 127.0.0.1");
+        let conf = self.write_mosquitto_conf("mosquitto-app.conf", "listener 1884");
         let c = &mut t["spec"]["containers"][0];
         c["args"] = serde_json::json!(["-c", conf]);
         c["ports"] = serde_json::json!([{"name": "app", "containerPort": 1884}]);
