@@ -187,6 +187,7 @@ async fn lease_holder(env: &Env) -> Option<String> {
 /// Stops the clients; asserts every one is connected at the end.
 fn stop_clients(clients: Clients) -> Tally {
     let t = tokio::task::block_in_place(|| clients.stop());
+    eprintln!("  clients: {t:?}");
     assert_eq!(t.connected_at_end, CLIENTS, "every client connected at the end: {t:?}");
     t
 }
@@ -211,7 +212,7 @@ async fn an_operator_killed_mid_evacuation_resumes_and_no_client_moves_twice() {
             let done = wait_updated(env, &f.first).await;
             let t = stop_clients(f.clients);
             gset::delete(env, "mqtt").await;
-            eprintln!("killed at {:?}; tally {t:?}", at_kill.node_evacuations_status);
+            eprintln!("  killed at {:?}", at_kill.node_evacuations_status);
             assert!(t.max_disconnects <= 1, "no client disconnected twice: {t:?}");
             assert!(
                 histogram(&t, 1) >= CLIENTS / 2,
@@ -323,8 +324,9 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
             let (f, _ops) = fleet(env, 1, 300).await;
             let old = pod_names(env).await;
             gset::change_template(env, "mqtt", "2").await;
-            mid_evacuation(env, 20).await;
+            let at_abort = mid_evacuation(env, 20).await;
             let out = kubectl_sluice(env, &["abort", "mqtt"]);
+            eprintln!("  aborted at {:?}", at_abort.node_evacuations_status);
             assert!(out.contains("abort requested"), "{out}");
             let s = gset::wait_status(env, "mqtt", "the update aborted", LONG, |s| {
                 s.phase == Phase::Aborted && s.serving_replicas == 3 && s.replicas == 3
