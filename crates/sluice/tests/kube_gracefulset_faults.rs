@@ -32,10 +32,11 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use sluice_core::engine::{EvacuationState, Phase};
+use sluice_demo::promises::MIN_CONNECTIONS_FOR_PACE;
 use sluice_operator::crd::GracefulSetStatus;
 
 use kube_support::clients::{Clients, Tally};
-use kube_support::gset::{self, Operator};
+use kube_support::gset::{self, EvacuatorWatch, Operator};
 use kube_support::{Env, poll};
 
 /// Clients of each test: enough for a few seconds of evacuation per pod.
@@ -324,7 +325,17 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
             let (f, _ops) = fleet(env, 1, 300).await;
             let old = pod_names(env).await;
             gset::change_template(env, "mqtt", "2").await;
-            let at_abort = mid_evacuation(env, 20).await;
+            // Enough moved for each new pod to hold ~20: its pace can be read.
+            let at_abort = mid_evacuation(env, 3 * MIN_CONNECTIONS_FOR_PACE).await;
+            let new: BTreeMap<String, String> = gset::pods(env, "mqtt")
+                .await
+                .into_iter()
+                .filter_map(|p| Some((p.metadata.name?, p.status?.pod_ip?)))
+                .filter(|(name, _)| !old.contains(name))
+                .collect();
+            assert_eq!(new.len(), 3, "{new:?}");
+            let watch =
+                EvacuatorWatch::start(env, "mqtt", new, tokio::time::Instant::now()).await;
             let out = kubectl_sluice(env, &["abort", "mqtt"]);
             eprintln!("  aborted at {:?}", at_abort.node_evacuations_status);
             assert!(out.contains("abort requested"), "{out}");
@@ -336,6 +347,19 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
             let reason = s.conditions.iter().find(|c| c.type_ == "Progressing");
             assert_eq!(reason.map(|c| c.reason.as_str()), Some("UserAborted"), "{s:?}");
             assert_eq!(pod_names(env).await, old, "back on the old pods");
+            let rates = gset::eviction_rates(&watch.stop());
+            eprintln!("  moved back at (connEvictRate {RATE}): {rates:?}");
+            // The Service spreads the moved clients at random: a new pod with
+            // fewer than MIN_CONNECTIONS_FOR_PACE has no readable pace.
+            assert!(!rates.is_empty(), "a new pod's pace measured: {rates:?}");
+            // Paced, not cut (a cut reads as ~10x the rate); loose, as ~20
+            // clients per pod give a rough slope.
+            for (pod, rate) in &rates {
+                assert!(
+                    (rate - RATE as f64).abs() <= RATE as f64 * 0.5,
+                    "{pod} moved back at the configured pace: {rate:.1}/s"
+                );
+            }
             wait_on_pods(env, CLIENTS).await;
             let set = gset::sets(env).get("mqtt").await.expect("the set");
             assert!(
