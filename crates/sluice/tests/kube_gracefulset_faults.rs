@@ -110,7 +110,11 @@ async fn wait_endpoints(env: &Env, n: usize) {
     poll(&format!("{n} ready endpoints"), LONG, async || {
         let eps = env.endpoints("mqtt").await;
         let ready = eps.values().filter(|r| **r).count();
-        if ready == n { Ok(()) } else { Err(format!("{eps:?}")) }
+        if ready == n {
+            Ok(())
+        } else {
+            Err(format!("{eps:?}"))
+        }
     })
     .await;
 }
@@ -138,7 +142,11 @@ async fn mid_evacuation(env: &Env, moved: u64) -> GracefulSetStatus {
                 && e.stats.initial_connected >= e.stats.current_connected + moved
                 && e.stats.current_connected > 0
         });
-        if running { Ok(s) } else { Err(format!("{s:?}")) }
+        if running {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await
 }
@@ -189,7 +197,10 @@ async fn lease_holder(env: &Env) -> Option<String> {
 fn stop_clients(clients: Clients) -> Tally {
     let t = tokio::task::block_in_place(|| clients.stop());
     eprintln!("  clients: {t:?}");
-    assert_eq!(t.connected_at_end, CLIENTS, "every client connected at the end: {t:?}");
+    assert_eq!(
+        t.connected_at_end, CLIENTS,
+        "every client connected at the end: {t:?}"
+    );
     t
 }
 
@@ -214,7 +225,10 @@ async fn an_operator_killed_mid_evacuation_resumes_and_no_client_moves_twice() {
             let t = stop_clients(f.clients);
             gset::delete(env, "mqtt").await;
             eprintln!("  killed at {:?}", at_kill.node_evacuations_status);
-            assert!(t.max_disconnects <= 1, "no client disconnected twice: {t:?}");
+            assert!(
+                t.max_disconnects <= 1,
+                "no client disconnected twice: {t:?}"
+            );
             assert!(
                 histogram(&t, 1) >= CLIENTS / 2,
                 "the old pods' clients moved: {t:?} ({done:?})"
@@ -239,26 +253,38 @@ async fn only_the_leader_acts_and_the_standby_takes_over() {
             );
             gset::change_template(env, "mqtt", "2").await;
             mid_evacuation(env, 10).await;
-            let i = ops.iter().position(|o| o.identity == leader).expect("the leader runs");
+            let i = ops
+                .iter()
+                .position(|o| o.identity == leader)
+                .expect("the leader runs");
             ops.remove(i).stop("KILL");
             let standby = ops[0].identity.clone();
             // The Lease expires (15 s) and the standby takes it.
-            poll("the standby leads", LONG, async || match lease_holder(env).await {
-                Some(h) if h == standby => Ok(()),
-                other => Err(format!("{other:?}")),
+            poll("the standby leads", LONG, async || {
+                match lease_holder(env).await {
+                    Some(h) if h == standby => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
             })
             .await;
             wait_updated(env, &f.first).await;
             let t = stop_clients(f.clients);
             gset::delete(env, "mqtt").await;
-            assert!(t.max_disconnects <= 1, "no client disconnected twice: {t:?}");
+            assert!(
+                t.max_disconnects <= 1,
+                "no client disconnected twice: {t:?}"
+            );
             let events = events_by_instance(env).await;
             assert!(
-                events.iter().all(|(who, _)| *who == leader || *who == standby),
+                events
+                    .iter()
+                    .all(|(who, _)| *who == leader || *who == standby),
                 "{events:?}"
             );
             assert!(
-                events.iter().any(|(who, r)| *who == standby && r == "PhaseChanged"),
+                events
+                    .iter()
+                    .any(|(who, r)| *who == standby && r == "PhaseChanged"),
                 "the standby finished the update: {events:?}"
             );
         })
@@ -303,7 +329,11 @@ async fn a_template_that_never_becomes_ready_is_aborted_at_the_progress_deadline
             );
             poll("only the old pods left", LONG, async || {
                 let now = pod_names(env).await;
-                if now == old { Ok(()) } else { Err(format!("{now:?} vs {old:?}")) }
+                if now == old {
+                    Ok(())
+                } else {
+                    Err(format!("{now:?} vs {old:?}"))
+                }
             })
             .await;
             assert_eq!(s.current_revision, f.first);
@@ -334,8 +364,7 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
                 .filter(|(name, _)| !old.contains(name))
                 .collect();
             assert_eq!(new.len(), 3, "{new:?}");
-            let watch =
-                EvacuatorWatch::start(env, "mqtt", new, tokio::time::Instant::now()).await;
+            let watch = EvacuatorWatch::start(env, "mqtt", new, tokio::time::Instant::now()).await;
             let out = kubectl_sluice(env, &["abort", "mqtt"]);
             eprintln!("  aborted at {:?}", at_abort.node_evacuations_status);
             assert!(out.contains("abort requested"), "{out}");
@@ -345,7 +374,11 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
             .await;
             assert_eq!(s.current_revision, f.first);
             let reason = s.conditions.iter().find(|c| c.type_ == "Progressing");
-            assert_eq!(reason.map(|c| c.reason.as_str()), Some("UserAborted"), "{s:?}");
+            assert_eq!(
+                reason.map(|c| c.reason.as_str()),
+                Some("UserAborted"),
+                "{s:?}"
+            );
             assert_eq!(pod_names(env).await, old, "back on the old pods");
             let rates = gset::eviction_rates(&watch.stop());
             eprintln!("  moved back at (connEvictRate {RATE}): {rates:?}");
@@ -363,13 +396,19 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
             wait_on_pods(env, CLIENTS).await;
             let set = gset::sets(env).get("mqtt").await.expect("the set");
             assert!(
-                !set.metadata.annotations.unwrap_or_default().contains_key("sluice.dev/abort"),
+                !set.metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .contains_key("sluice.dev/abort"),
                 "the request is cleared"
             );
             let t = stop_clients(f.clients);
             gset::delete(env, "mqtt").await;
             // Moved once to a new pod, once back; everyone else untouched.
-            assert!(t.max_disconnects <= 2, "nobody moved more than there and back: {t:?}");
+            assert!(
+                t.max_disconnects <= 2,
+                "nobody moved more than there and back: {t:?}"
+            );
             let moved_back = histogram(&t, 2);
             assert!(moved_back > 0, "the moved clients came back: {t:?}");
             assert!(
@@ -406,14 +445,24 @@ async fn a_set_deleted_mid_upgrade_stops_the_evacuation_and_its_pods_go() {
             poll("the finalizer stopped the evacuation", LONG, async || {
                 let events = gset::events(env).await;
                 let stopped = events.iter().any(|(r, note)| {
-                    r == "EvacuationStopped" && note.contains("set deleted") && note.contains(&evacuating)
+                    r == "EvacuationStopped"
+                        && note.contains("set deleted")
+                        && note.contains(&evacuating)
                 });
-                if stopped { Ok(()) } else { Err(format!("{events:?}")) }
+                if stopped {
+                    Ok(())
+                } else {
+                    Err(format!("{events:?}"))
+                }
             })
             .await;
             poll("garbage collection removed the pods", LONG, async || {
                 let left = pod_names(env).await;
-                if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{left:?}"))
+                }
             })
             .await;
             let events = gset::events(env).await;
