@@ -37,7 +37,7 @@ use sluice_operator::crd::GracefulSetStatus;
 
 use kube_support::clients::{Clients, Tally};
 use kube_support::gset::{self, EvacuatorWatch, Operator};
-use kube_support::{Env, poll};
+use kube_support::{Env, poll, rollout};
 
 /// Clients of each test: enough for a few seconds of evacuation per pod.
 const CLIENTS: u64 = 300;
@@ -88,7 +88,7 @@ async fn fleet(env: &Env, operators: usize, progress_deadline: u32) -> (Fleet, V
         s.phase == Phase::Stable && s.serving_replicas == 3 && s.ready_replicas == 3
     })
     .await;
-    wait_endpoints(env, 3).await;
+    rollout::wait_ready_endpoints(env, 3).await;
     let clients = Clients::start(env, &ip, CLIENTS);
     tokio::task::block_in_place(|| clients.wait_connected(LONG));
     wait_on_pods(env, CLIENTS).await;
@@ -103,20 +103,6 @@ async fn fleet(env: &Env, operators: usize, progress_deadline: u32) -> (Fleet, V
 fn start_operator(env: &Env, kubeconfig: &std::path::Path, i: usize, election: bool) -> Operator {
     let port = 8080 + u16::try_from(i).expect("few replicas");
     Operator::start(env, kubeconfig, &format!("op-{i}"), port, election)
-}
-
-/// Waits until the Service has `n` ready endpoints.
-async fn wait_endpoints(env: &Env, n: usize) {
-    poll(&format!("{n} ready endpoints"), LONG, async || {
-        let eps = env.endpoints("mqtt").await;
-        let ready = eps.values().filter(|r| **r).count();
-        if ready == n {
-            Ok(())
-        } else {
-            Err(format!("{eps:?}"))
-        }
-    })
-    .await;
 }
 
 /// Waits until the kernel counts `n` connections from the node to the pods.
