@@ -140,21 +140,29 @@ impl PodView {
 /// Where new connections may go. A Kubernetes Service picks among ready
 /// endpoints at random, so "instances of the target revision first" (the
 /// engine's routing promise, which keeps a moved client from landing on another
-/// old instance and moving twice) becomes "only the target revision's, once one
-/// of them serves": an old pod the engine keeps serving gets its gate `False` as
-/// soon as a pod of the target revision serves and is `Ready` (its own gate has
-/// taken effect, so it is in the endpoints: narrowing earlier would leave the
-/// Service without a ready endpoint until the new pod's readiness propagates).
-/// It keeps its connections (a gate only takes a pod out of the endpoints);
-/// only new connections are narrowed to the target revision. Before any target
-/// pod is in the endpoints, the engine's decisions apply as they are.
+/// old instance and moving twice) becomes "only the target revision's, once
+/// they serve": an old pod the engine keeps serving gets its gate `False` once
+/// **every** serving, ready pod of the target revision is `Ready` (its own gate
+/// has taken effect, so it is in the endpoints). Narrowing earlier left the
+/// Service with fewer endpoints than serving pods (none at all, for a moment,
+/// when the first new pod's readiness had not reached the EndpointSlice yet).
+/// Once narrowed, an old pod is not given its gate back while a target pod is
+/// in the endpoints (a later target pod coming up does not reopen the old ones).
+/// An old pod keeps its connections (a gate only takes a pod out of the
+/// endpoints); only new connections are narrowed to the target revision.
+/// Before any target pod is in the endpoints, the engine's decisions apply as
+/// they are.
 pub fn gates(pods: &[PodView], target: &str) -> BTreeMap<String, bool> {
-    let target_serves = pods
-        .iter()
-        .any(|p| p.revision == target && p.serving && p.in_endpoints && !p.failed);
+    let serving_target = || {
+        pods.iter()
+            .filter(|p| p.revision == target && p.serving && p.ready && !p.failed)
+    };
+    let target_in = serving_target().any(|p| p.in_endpoints);
+    let target_pending = serving_target().any(|p| !p.in_endpoints);
     pods.iter()
         .map(|p| {
-            let gate = p.serving && !p.failed && (p.revision == target || !target_serves);
+            let open = !target_in || (target_pending && p.gate == Some(true));
+            let gate = p.serving && !p.failed && (p.revision == target || open);
             (p.name.clone(), gate)
         })
         .collect()
@@ -182,32 +190,57 @@ mod tests {
     }
 
     #[test]
-    fn once_a_target_pod_serves_only_target_pods_take_new_connections() {
+    fn once_the_target_pods_are_in_the_endpoints_only_they_take_new_connections() {
         let mut pods = vec![
             view("old-0", "a", true, true),
             view("old-1", "a", true, true),
             view("new-0", "b", false, false),
+            view("new-1", "b", false, false),
         ];
-        // The new pod is not ready: the old ones keep serving.
-        let g = gates(&pods, "b");
-        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, false));
-        // Ready and serving: it gets the gate, the old ones keep theirs until
-        // it is in the endpoints (else the Service would have none for a while).
-        pods[2].ready = true;
-        pods[2].serving = true;
-        let g = gates(&pods, "b");
-        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, true));
-        // In the endpoints: new connections go to it alone.
+        for p in &mut pods[..2] {
+            p.gate = Some(true);
+            p.in_endpoints = true;
+        }
+        let g = |pods: &[PodView], target| {
+            let g = gates(pods, target);
+            [g["old-0"], g["old-1"], g["new-0"], g["new-1"]]
+        };
+        // The new pods are not ready: the old ones keep serving.
+        assert_eq!(g(&pods, "b"), [true, true, false, false]);
+        // Ready and serving: they get the gate, the old ones keep theirs until
+        // every one of them is in the endpoints (else the Service would have
+        // fewer endpoints than serving pods for a while).
+        for p in &mut pods[2..] {
+            p.ready = true;
+            p.serving = true;
+        }
+        assert_eq!(g(&pods, "b"), [true, true, true, true]);
         pods[2].in_endpoints = true;
-        let g = gates(&pods, "b");
-        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (false, false, true));
+        assert_eq!(g(&pods, "b"), [true, true, true, true]);
+        pods[3].in_endpoints = true;
+        assert_eq!(g(&pods, "b"), [false, false, true, true]);
+        // Narrowed, the old pods stay out while a later target pod comes up.
+        pods[0].gate = Some(false);
+        pods[1].gate = Some(false);
+        pods.push(view("new-2", "b", true, true));
+        let all = gates(&pods, "b");
+        assert_eq!(
+            (all["old-0"], all["old-1"], all["new-2"]),
+            (false, false, true)
+        );
+        pods.pop();
         // Aborting back to "a" (whose pods left the endpoints): every serving
-        // pod takes connections until one of "a" is back in them, then only "a".
-        let g = gates(&pods, "a");
-        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, true));
+        // pod takes connections until all of "a" are back in them, then only "a".
+        pods[0].in_endpoints = false;
+        pods[1].in_endpoints = false;
+        assert_eq!(g(&pods, "a"), [true, true, true, true]);
         pods[0].in_endpoints = true;
-        let g = gates(&pods, "a");
-        assert_eq!((g["old-0"], g["old-1"], g["new-0"]), (true, true, false));
+        for p in &mut pods[2..] {
+            p.gate = Some(true);
+        }
+        assert_eq!(g(&pods, "a"), [true, true, true, true]);
+        pods[1].in_endpoints = true;
+        assert_eq!(g(&pods, "a"), [true, true, false, false]);
         // A pod the engine took out of serving never gets the gate.
         pods[0].serving = false;
         assert!(!gates(&pods, "a")["old-0"]);

@@ -149,6 +149,16 @@ impl Operator {
     }
 }
 
+/// Installs the CRD and starts one operator replica (`operator-0`, leader
+/// election on) with [`in_cluster_kubeconfig`]. Start it before [`Env::run`]
+/// and drop it after: the namespace's deletion then still finds an operator
+/// to remove the sets' finalizer, even when the test failed.
+pub async fn run_operator(env: &Env) -> Operator {
+    install_crd(env).await;
+    let kubeconfig = in_cluster_kubeconfig(env).await;
+    Operator::start(env, &kubeconfig, "operator-0", 8080, true)
+}
+
 /// A GracefulSet `name` of `replicas` pods of `template` with the injected
 /// sidecar in front of the app's 1884 on the pod's 1883 (admin API on
 /// [`ADMIN_PORT`]), MQTT, and `strategy` as its `updateStrategy`.
