@@ -68,15 +68,46 @@ fn strategy(progress_deadline: u32) -> Value {
                                   "waitTakeover": 1, "waitHealthCheck": 1}})
 }
 
-/// Installs the CRD, starts `operators` (replica ids `op-0`, `op-1`, …, health
-/// ports 8080, 8081, …; leader election when more than one), creates the set
-/// and the Service, and connects the clients.
-async fn fleet(env: &Env, operators: usize, progress_deadline: u32) -> (Fleet, Vec<Operator>) {
+/// The operator replicas of a test. Declared before [`Env::run`] and dropped
+/// after it, so that the namespace's deletion still finds an operator to
+/// remove the set's finalizer when the test failed.
+#[derive(Default)]
+struct Replicas(std::sync::Mutex<Vec<Operator>>);
+
+impl Replicas {
+    /// Starts replica `op-<i>` (health port 8080 + `i`), with leader election
+    /// or without.
+    fn start(&self, env: &Env, kubeconfig: &std::path::Path, i: usize, election: bool) {
+        let port = 8080 + u16::try_from(i).expect("few replicas");
+        let op = Operator::start(env, kubeconfig, &format!("op-{i}"), port, election);
+        self.0.lock().expect("replicas").push(op);
+    }
+
+    /// SIGKILLs replica `identity` and waits for its exit.
+    fn kill(&self, identity: &str) {
+        let mut ops = self.0.lock().expect("replicas");
+        let i = ops
+            .iter()
+            .position(|o| o.identity == identity)
+            .unwrap_or_else(|| panic!("replica {identity} runs"));
+        ops.remove(i).stop("KILL");
+    }
+
+    /// The identities of the replicas running.
+    fn identities(&self) -> Vec<String> {
+        let ops = self.0.lock().expect("replicas");
+        ops.iter().map(|o| o.identity.clone()).collect()
+    }
+}
+
+/// Installs the CRD, starts `operators` replicas (leader election when more
+/// than one), creates the set and the Service, and connects the clients.
+async fn fleet(env: &Env, replicas: &Replicas, operators: usize, progress_deadline: u32) -> Fleet {
     gset::install_crd(env).await;
     let kubeconfig = gset::in_cluster_kubeconfig(env).await;
-    let ops = (0..operators)
-        .map(|i| start_operator(env, &kubeconfig, i, operators > 1))
-        .collect();
+    for i in 0..operators {
+        replicas.start(env, &kubeconfig, i, operators > 1);
+    }
     let mut template = env.mosquitto_behind_sidecar_template("mqtt");
     template["metadata"]["annotations"] = json!({"version": "1"});
     let ip = env.create_service("mqtt", json!(1883)).await;
@@ -92,17 +123,11 @@ async fn fleet(env: &Env, operators: usize, progress_deadline: u32) -> (Fleet, V
     let clients = Clients::start(env, &ip, CLIENTS);
     tokio::task::block_in_place(|| clients.wait_connected(LONG));
     wait_on_pods(env, CLIENTS).await;
-    let f = Fleet {
+    Fleet {
         clients,
         kubeconfig,
         first: first.current_revision,
-    };
-    (f, ops)
-}
-
-fn start_operator(env: &Env, kubeconfig: &std::path::Path, i: usize, election: bool) -> Operator {
-    let port = 8080 + u16::try_from(i).expect("few replicas");
-    Operator::start(env, kubeconfig, &format!("op-{i}"), port, election)
+    }
 }
 
 /// Waits until the kernel counts `n` connections from the node to the pods.
@@ -197,19 +222,19 @@ fn histogram(t: &Tally, k: usize) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_killed_mid_evacuation_resumes_and_no_client_moves_twice() {
     let _one = SERIAL.lock().await;
+    let replicas = Replicas::default();
     Env::start("kube-fault-kill", 50)
         .await
         .run(async |env| {
-            let (f, mut ops) = fleet(env, 1, 300).await;
+            let f = fleet(env, &replicas, 1, 300).await;
             gset::change_template(env, "mqtt", "2").await;
             let at_kill = mid_evacuation(env, 10).await;
-            ops.pop().expect("the operator").stop("KILL");
+            replicas.kill("op-0");
             // The sidecar keeps evicting at its pace with nobody watching.
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let _again = start_operator(env, &f.kubeconfig, 0, false);
+            replicas.start(env, &f.kubeconfig, 0, false);
             let done = wait_updated(env, &f.first).await;
             let t = stop_clients(f.clients);
-            gset::delete(env, "mqtt").await;
             eprintln!("  killed at {:?}", at_kill.node_evacuations_status);
             assert!(
                 t.max_disconnects <= 1,
@@ -226,10 +251,11 @@ async fn an_operator_killed_mid_evacuation_resumes_and_no_client_moves_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_acts_and_the_standby_takes_over() {
     let _one = SERIAL.lock().await;
+    let replicas = Replicas::default();
     Env::start("kube-fault-lease", 51)
         .await
         .run(async |env| {
-            let (f, mut ops) = fleet(env, 2, 300).await;
+            let f = fleet(env, &replicas, 2, 300).await;
             let leader = lease_holder(env).await.expect("a leader");
             let events = events_by_instance(env).await;
             assert!(!events.is_empty());
@@ -239,12 +265,8 @@ async fn only_the_leader_acts_and_the_standby_takes_over() {
             );
             gset::change_template(env, "mqtt", "2").await;
             mid_evacuation(env, 10).await;
-            let i = ops
-                .iter()
-                .position(|o| o.identity == leader)
-                .expect("the leader runs");
-            ops.remove(i).stop("KILL");
-            let standby = ops[0].identity.clone();
+            replicas.kill(&leader);
+            let standby = replicas.identities().pop().expect("the standby runs");
             // The Lease expires (15 s) and the standby takes it.
             poll("the standby leads", LONG, async || {
                 match lease_holder(env).await {
@@ -255,7 +277,6 @@ async fn only_the_leader_acts_and_the_standby_takes_over() {
             .await;
             wait_updated(env, &f.first).await;
             let t = stop_clients(f.clients);
-            gset::delete(env, "mqtt").await;
             assert!(
                 t.max_disconnects <= 1,
                 "no client disconnected twice: {t:?}"
@@ -280,11 +301,12 @@ async fn only_the_leader_acts_and_the_standby_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_template_that_never_becomes_ready_is_aborted_at_the_progress_deadline() {
     let _one = SERIAL.lock().await;
+    let replicas = Replicas::default();
     Env::start("kube-fault-deadline", 52)
         .await
         .run(async |env| {
             const DEADLINE: u32 = 20;
-            let (f, _ops) = fleet(env, 1, DEADLINE).await;
+            let f = fleet(env, &replicas, 1, DEADLINE).await;
             let old = pod_names(env).await;
             // The new template's readiness probe asks a port nobody listens on.
             let set = gset::sets(env).get("mqtt").await.expect("the set");
@@ -326,7 +348,6 @@ async fn a_template_that_never_becomes_ready_is_aborted_at_the_progress_deadline
             assert_eq!(s.serving_replicas, 3, "{s:?}");
             wait_on_pods(env, CLIENTS).await;
             let t = stop_clients(f.clients);
-            gset::delete(env, "mqtt").await;
             assert_eq!(t.max_disconnects, 0, "nobody disconnected: {t:?}");
         })
         .await;
@@ -335,10 +356,11 @@ async fn a_template_that_never_becomes_ready_is_aborted_at_the_progress_deadline
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
     let _one = SERIAL.lock().await;
+    let replicas = Replicas::default();
     Env::start("kube-fault-abort", 53)
         .await
         .run(async |env| {
-            let (f, _ops) = fleet(env, 1, 300).await;
+            let f = fleet(env, &replicas, 1, 300).await;
             let old = pod_names(env).await;
             gset::change_template(env, "mqtt", "2").await;
             // Enough moved for each new pod to hold ~20: its pace can be read.
@@ -389,7 +411,6 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
                 "the request is cleared"
             );
             let t = stop_clients(f.clients);
-            gset::delete(env, "mqtt").await;
             // Moved once to a new pod, once back; everyone else untouched.
             assert!(
                 t.max_disconnects <= 2,
@@ -414,10 +435,11 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_deleted_mid_upgrade_stops_the_evacuation_and_its_pods_go() {
     let _one = SERIAL.lock().await;
+    let replicas = Replicas::default();
     Env::start("kube-fault-delete", 54)
         .await
         .run(async |env| {
-            let (f, _ops) = fleet(env, 1, 300).await;
+            let f = fleet(env, &replicas, 1, 300).await;
             gset::change_template(env, "mqtt", "2").await;
             let s = mid_evacuation(env, 10).await;
             let evacuating = s
