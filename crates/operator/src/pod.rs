@@ -183,13 +183,14 @@ pub fn check_template(shape: &PodShape) -> Result<(), InvalidField> {
 
 /// `sluice proxy` as a native sidecar: an init container with `restartPolicy:
 /// Always`, started (and its `/healthz` answering) before the app, stopped after it.
+/// The admin token is in its environment (`SLUICE_ADMIN_TOKEN`, which `sluice
+/// proxy` reads itself), never in its command line.
 fn sidecar_container(sidecar: &SidecarEvacuator, protocol: &str, set: &str, d: Drain) -> Container {
     let args = [
         "proxy".to_owned(),
         format!("--listen=0.0.0.0:{}", sidecar.port),
         format!("--upstream=app=127.0.0.1:{}", sidecar.app_port),
         format!("--admin=0.0.0.0:{}", sidecar.admin_port),
-        "--admin-token=$(SLUICE_ADMIN_TOKEN)".to_owned(),
         format!("--protocol={protocol}"),
         format!("--drain-delay={}", d.delay_seconds),
         format!("--drain-rate={}", d.rate),
@@ -326,6 +327,14 @@ mod tests {
         let args = sidecar.args.as_ref().unwrap().join(" ");
         assert!(args.contains("--listen=0.0.0.0:1883"), "{args}");
         assert!(args.contains("--upstream=app=127.0.0.1:1884"), "{args}");
+        assert!(
+            !args.contains("token"),
+            "the token stays out of argv: {args}"
+        );
+        let env = sidecar.env.as_ref().unwrap();
+        assert_eq!(env[0].name, "SLUICE_ADMIN_TOKEN");
+        let secret = env[0].value_from.as_ref().unwrap().secret_key_ref.as_ref();
+        assert_eq!(secret.unwrap().name, "mqtt-sluice-admin");
         assert!(
             args.contains("--drain-rate=500 --drain-timeout=30"),
             "{args}"

@@ -1,6 +1,7 @@
 //! `sluice operator run`: the controller, behind leader election, with `/healthz`,
 //! `/readyz` and `/metrics`, stopping gracefully on SIGTERM/SIGINT.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -116,16 +117,6 @@ fn init_logging() {
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     init_logging();
     let client = client(args.kubeconfig.as_ref()).await?;
-    let identity = args
-        .identity
-        .clone()
-        .or_else(|| std::env::var("POD_NAME").ok())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .unwrap_or_else(|| "sluice-operator".to_owned());
     let metrics = Metrics::default();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -143,7 +134,37 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             tracing::error!(error = %e, "health/metrics server stopped");
         }
     });
+    operate(client, &args, metrics, shutdown_signal).await
+}
 
+/// This replica's identity in the Lease: `--identity`, else `$POD_NAME`, else
+/// the host name.
+fn identity(args: &RunArgs) -> String {
+    args.identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "sluice-operator".to_owned())
+}
+
+/// Waits for the leader lease (unless `--no-leader-election`), then reconciles
+/// GracefulSets until `shutdown()` resolves or the lease is lost. A replica
+/// that is not the leader makes no call but the Lease's.
+pub async fn operate<S, F>(
+    client: Client,
+    args: &RunArgs,
+    metrics: Metrics,
+    shutdown: S,
+) -> Result<(), RunError>
+where
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + Sync + 'static,
+{
+    let identity = identity(args);
     let lease = if args.no_leader_election {
         None
     } else {
@@ -165,7 +186,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         // `Some(false)`: the lease task ended (its error is in `task`).
         let became_leader = tokio::select! {
             r = leader.wait_for(|l| *l) => Some(r.is_ok()),
-            () = shutdown_signal() => None,
+            () = shutdown() => None,
         };
         if became_leader != Some(true) {
             // Dropping the receiver ends the lease task.
@@ -209,7 +230,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let controller = Controller::new(sets, watcher::Config::default().any_semantic())
         .owns(pods, owned())
         .owns(revisions, owned())
-        .graceful_shutdown_on(shutdown_signal())
+        .graceful_shutdown_on(shutdown())
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {

@@ -2,23 +2,20 @@
 //! `tower_test` mock service behind a real `kube::Client`, and a verifier task that
 //! asserts each call's method, URI and body and answers it.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
 use k8s_openapi::api::core::v1::Pod;
-use kube::Client;
-use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_operator::controller::cluster::Cluster;
-use sluice_operator::controller::{Context, Metrics, reconcile};
+use sluice_operator::controller::reconcile;
 use sluice_operator::crd::{GracefulSet, GracefulSetStatus};
 use sluice_operator::pod;
 use sluice_operator::revision::PodShape;
-use tower_test::mock::{Handle, SendResponse};
-
-type ApiHandle = Handle<Request<Body>, Response<Body>>;
+use support::{answer, context, mock, next, not_found};
 
 /// A set as the API server returns it (uid, generation, namespace filled in).
 fn sample_set(finalizer: bool) -> GracefulSet {
@@ -42,56 +39,6 @@ fn sample_set(finalizer: bool) -> GracefulSet {
         set.metadata.finalizers = Some(vec!["sluice.dev/evacuate".into()]);
     }
     set
-}
-
-fn mock() -> (Client, ApiHandle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), handle)
-}
-
-/// The next request, with its body as JSON (`Null` when empty).
-async fn next(handle: &mut ApiHandle) -> (Method, String, Value, SendResponse<Response<Body>>) {
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("an API call within 5 s")
-        .expect("the client is alive");
-    let method = request.method().clone();
-    let uri = request.uri().to_string();
-    let bytes = request.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (method, uri, body, send)
-}
-
-fn answer(send: SendResponse<Response<Body>>, status: StatusCode, body: &Value) {
-    send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(body).unwrap()))
-            .unwrap(),
-    );
-}
-
-fn not_found() -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-           "reason": "NotFound", "code": 404, "message": "not found"})
-}
-
-fn context(client: Client) -> Arc<Context> {
-    Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "sluice-operator".into(),
-                instance: Some("test".into()),
-            },
-        ),
-        client,
-        metrics: Metrics::default(),
-    })
 }
 
 #[tokio::test]

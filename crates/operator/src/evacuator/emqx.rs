@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use sluice_core::engine::NodeEvacuationStatus;
 use sluice_core::spec::EvacuationStrategy;
 
-use super::{Answer, DriverError, Evacuator, Report, Target, call, start_body};
+use sluice_api::admin::EvacuationRequest;
+
+use super::{CALL_TIMEOUT, DriverError, Evacuator, Report, Target};
 
 /// Drives the EMQX nodes of one set.
 #[derive(Debug, Clone)]
@@ -163,13 +165,12 @@ impl Evacuator for EmqxDriver {
         migrate_to: &[Target],
     ) -> Result<(), DriverError> {
         let node = self.node(target);
-        let mut body = start_body(evacuation);
-        let to: Vec<String> = migrate_to.iter().map(|t| self.node(t)).collect();
-        body.insert("migrate_to".into(), json!(to));
+        let to = migrate_to.iter().map(|t| self.node(t)).collect();
+        // The contract's request has EMQX's field names (an empty `migrate_to`
+        // is left out: EMQX then picks the recipients).
+        let body = json!(EvacuationRequest::new(evacuation, to));
         let path = format!("/api/v5/load_rebalance/{node}/evacuation/start");
-        let a = self
-            .call(target, "POST", &path, Some(&Value::Object(body)))
-            .await?;
+        let a = self.call(target, "POST", &path, Some(&body)).await?;
         match a.status {
             200 | 204 => Ok(()),
             400 if message(&a).contains("already_started") => Ok(()),
@@ -189,6 +190,41 @@ impl Evacuator for EmqxDriver {
             s => Err(refused(target, s, a.text)),
         }
     }
+}
+
+/// An HTTP answer: status and JSON body (`Null` when not JSON).
+struct Answer {
+    status: u16,
+    json: Value,
+    text: String,
+}
+
+/// One HTTP call with a JSON body; any transport failure is `Unreachable`.
+async fn call(
+    pod: &str,
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: &str,
+    body: Option<&Value>,
+) -> Result<Answer, DriverError> {
+    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    let mut headers = vec![("Authorization", auth), ("Accept", "application/json")];
+    if body.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let response = sluice_http::request(addr, method, path, &headers, &bytes, CALL_TIMEOUT)
+        .await
+        .map_err(|e| DriverError::Unreachable {
+            pod: pod.to_owned(),
+            detail: format!("{method} http://{addr}{path}: {e}"),
+        })?;
+    let text = response.body_text();
+    Ok(Answer {
+        status: response.status,
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    })
 }
 
 fn refused(target: &Target, status: u16, body: String) -> DriverError {

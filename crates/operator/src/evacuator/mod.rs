@@ -1,6 +1,7 @@
 //! The evacuator drivers: one interface over what evacuates a pod, the injected
-//! `sluice proxy` sidecar ([`sidecar`]) or EMQX itself ([`emqx`]). Both speak
-//! EMQX's node-evacuation JSON.
+//! `sluice proxy` sidecar ([`sidecar`], through the contract's
+//! `sluice_api::evacuator::Evacuator`) or EMQX itself ([`emqx`]). Both take the
+//! contract's `EvacuationRequest` (EMQX's node-evacuation field names).
 
 pub mod emqx;
 pub mod sidecar;
@@ -9,7 +10,6 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde_json::Value;
 use sluice_core::engine::NodeEvacuationStatus;
 use sluice_core::spec::EvacuationStrategy;
 
@@ -131,52 +131,4 @@ impl Evacuator for Driver {
             Driver::Emqx(d) => d.stop(target).await,
         }
     }
-}
-
-/// An HTTP answer: status and JSON body (`Null` when not JSON).
-pub(crate) struct Answer {
-    pub status: u16,
-    pub json: Value,
-    pub text: String,
-}
-
-/// One HTTP call with a JSON body; any transport failure is `Unreachable`.
-pub(crate) async fn call(
-    pod: &str,
-    addr: &str,
-    method: &str,
-    path: &str,
-    auth: &str,
-    body: Option<&Value>,
-) -> Result<Answer, DriverError> {
-    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    let mut headers = vec![("Authorization", auth), ("Accept", "application/json")];
-    if body.is_some() {
-        headers.push(("Content-Type", "application/json"));
-    }
-    let response = sluice_http::request(addr, method, path, &headers, &bytes, CALL_TIMEOUT)
-        .await
-        .map_err(|e| DriverError::Unreachable {
-            pod: pod.to_owned(),
-            detail: format!("{method} http://{addr}{path}: {e}"),
-        })?;
-    let text = response.body_text();
-    Ok(Answer {
-        status: response.status,
-        json: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    })
-}
-
-/// The evacuation body both evacuators take (EMQX's field names).
-pub(crate) fn start_body(evacuation: &EvacuationStrategy) -> serde_json::Map<String, Value> {
-    let mut body = serde_json::Map::new();
-    body.insert("conn_evict_rate".into(), evacuation.conn_evict_rate.into());
-    body.insert("sess_evict_rate".into(), evacuation.sess_evict_rate.into());
-    body.insert("wait_takeover".into(), evacuation.wait_takeover.into());
-    body.insert(
-        "wait_health_check".into(),
-        evacuation.wait_health_check.into(),
-    );
-    body
 }

@@ -1,11 +1,16 @@
-//! The driver for the injected `sluice proxy` sidecar: its admin API on the pod IP
-//! (`docs/admin-api.md`), behind the set's bearer token.
+//! The driver for the injected `sluice proxy` sidecar: the contract's
+//! [`ProxyEvacuator`] (`sluice_api::evacuator::Evacuator`) on each pod's admin API
+//! (`docs/admin-api.md`), behind the set's bearer token. No HTTP of its own.
 
-use serde_json::Value;
-use sluice_core::engine::{EvacuationState, EvacuationStats, NodeEvacuationStatus};
+use std::net::SocketAddr;
+
+use sluice_api::admin::EvacuationRequest;
+use sluice_api::evacuator::{Evacuator as _, EvacuatorError};
+use sluice_core::engine::{EvacuationState, NodeEvacuationStatus};
 use sluice_core::spec::EvacuationStrategy;
+use sluice_http::evacuator::ProxyEvacuator;
 
-use super::{DriverError, Evacuator, Report, Target, call, start_body};
+use super::{CALL_TIMEOUT, DriverError, Evacuator, Report, Target};
 
 /// Drives the sidecars of one set.
 #[derive(Debug, Clone)]
@@ -17,128 +22,146 @@ pub struct SidecarDriver {
 }
 
 impl SidecarDriver {
-    fn addr(&self, target: &Target) -> String {
-        std::net::SocketAddr::new(target.ip, self.admin_port).to_string()
-    }
-
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.token)
+    /// The contract's evacuator for the sidecar of `target`.
+    fn at(&self, target: &Target) -> ProxyEvacuator {
+        ProxyEvacuator::new(SocketAddr::new(target.ip, self.admin_port), CALL_TIMEOUT)
+            .token(&self.token)
     }
 }
 
 impl Evacuator for SidecarDriver {
     async fn report(&self, target: &Target) -> Result<Report, DriverError> {
-        let a = call(
-            &target.pod,
-            &self.addr(target),
-            "GET",
-            "/evacuation",
-            &self.auth(),
-            None,
-        )
-        .await?;
-        if a.status != 200 {
-            return Err(refused(target, a.status, a.text));
-        }
-        parse_report(&target.pod, &a.json).ok_or_else(|| DriverError::Unreachable {
-            pod: target.pod.clone(),
-            detail: format!("GET /evacuation: unexpected body {}", a.text),
-        })
+        let status = self
+            .at(target)
+            .report()
+            .await
+            .map_err(|e| driver_error(target, e))?;
+        Ok(report(&target.pod, status))
     }
 
     async fn start(
         &self,
         target: &Target,
         evacuation: &EvacuationStrategy,
-        _migrate_to: &[Target],
+        migrate_to: &[Target],
     ) -> Result<(), DriverError> {
-        let body = Value::Object(start_body(evacuation));
-        let a = call(
-            &target.pod,
-            &self.addr(target),
-            "POST",
-            "/evacuation",
-            &self.auth(),
-            Some(&body),
-        )
-        .await?;
-        match a.status {
-            // 409: one already runs, which is what was asked.
-            200 | 409 => Ok(()),
-            s => Err(refused(target, s, a.text)),
-        }
+        // The sidecar records the recipients in its status (clients reconnect
+        // through the Service, whose endpoints the gates narrow to them).
+        let to = migrate_to.iter().map(|t| t.pod.clone()).collect();
+        self.at(target)
+            .start_evacuation(&EvacuationRequest::new(evacuation, to))
+            .await
+            .map_err(|e| driver_error(target, e))
     }
 
     async fn stop(&self, target: &Target) -> Result<(), DriverError> {
-        let a = call(
-            &target.pod,
-            &self.addr(target),
-            "DELETE",
-            "/evacuation",
-            &self.auth(),
-            None,
-        )
-        .await?;
-        match a.status {
-            200 => Ok(()),
-            s => Err(refused(target, s, a.text)),
-        }
+        self.at(target)
+            .stop_evacuation()
+            .await
+            .map_err(|e| driver_error(target, e))
     }
 }
 
-fn refused(target: &Target, status: u16, body: String) -> DriverError {
-    DriverError::Refused {
-        pod: target.pod.clone(),
-        status,
-        body,
+/// The contract's error about `target`'s sidecar as the operator's.
+fn driver_error(target: &Target, e: EvacuatorError) -> DriverError {
+    let pod = target.pod.clone();
+    match e {
+        EvacuatorError::Unreachable { reason, .. } => DriverError::Unreachable {
+            pod,
+            detail: reason,
+        },
+        EvacuatorError::Refused {
+            what,
+            status,
+            message,
+            ..
+        } => DriverError::Refused {
+            pod,
+            status,
+            body: format!("{what}: {message}"),
+        },
+        EvacuatorError::Malformed { what, reason, .. } => DriverError::Unreachable {
+            pod,
+            detail: format!("{what}: the answer does not parse: {reason}"),
+        },
     }
 }
 
-/// Reads `GET /evacuation`'s body: the counts are the upstream's live ones.
-fn parse_report(pod: &str, json: &Value) -> Option<Report> {
-    let state: EvacuationState = serde_json::from_value(json.get("state")?.clone()).ok()?;
-    let stats: EvacuationStats = serde_json::from_value(json.get("stats")?.clone()).ok()?;
-    let rate = |k: &str| json.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let evacuation = (state != EvacuationState::Disabled).then(|| NodeEvacuationStatus {
-        node: pod.to_owned(),
-        state,
-        stats,
-        connection_eviction_rate: rate("connection_eviction_rate"),
-        session_eviction_rate: rate("session_eviction_rate"),
-        connection_goal: None,
-        session_goal: None,
-        session_recipients: Vec::new(),
-    });
-    Some(Report {
-        connections: stats.current_connected,
-        sessions: stats.current_sessions,
-        evacuation,
-    })
+/// The sidecar's report as the engine reads it, its evacuation named after the
+/// pod: the counts are the upstream's live ones; no evacuation while `disabled`.
+fn report(pod: &str, status: NodeEvacuationStatus) -> Report {
+    Report {
+        connections: status.stats.current_connected,
+        sessions: status.stats.current_sessions,
+        evacuation: (status.state != EvacuationState::Disabled).then(|| NodeEvacuationStatus {
+            node: pod.to_owned(),
+            ..status
+        }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use sluice_api::admin::EvacuationStatus;
+
+    /// The admin API's status body, as `report` reads it.
+    fn status(state: &str, rate: u64, initial: u64, current: u64) -> NodeEvacuationStatus {
+        let s: EvacuationStatus = serde_json::from_value(json!({
+            "upstream": "app", "state": state,
+            "connection_eviction_rate": rate, "session_eviction_rate": rate / 2,
+            "wait_takeover": 5, "wait_health_check": 0,
+            "server_reference": null, "mqtt5_evict": null,
+            "stats": {"initial_connected": initial, "current_connected": current,
+                      "initial_sessions": 20, "current_sessions": 20}
+        }))
+        .unwrap();
+        s.node_status(&s.upstream)
+    }
 
     #[test]
-    fn reads_the_admin_api_status() {
-        let body = json!({
-            "upstream": "app", "state": "evicting_conns",
-            "connection_eviction_rate": 200, "session_eviction_rate": 100,
-            "wait_takeover": 5, "wait_health_check": 0,
-            "stats": {"initial_connected": 500, "current_connected": 312,
-                      "initial_sessions": 20, "current_sessions": 20}
-        });
-        let r = parse_report("p", &body).unwrap();
+    fn reads_the_admin_api_status_under_the_pod_name() {
+        let r = report("p", status("evicting_conns", 200, 500, 312));
         assert_eq!((r.connections, r.sessions), (312, 20));
         let e = r.evacuation.unwrap();
-        assert_eq!(e.state, EvacuationState::EvictingConns);
+        assert_eq!(
+            (e.node.as_str(), e.state),
+            ("p", EvacuationState::EvictingConns)
+        );
         assert_eq!(e.connection_eviction_rate, 200);
-        let idle = json!({"state": "disabled", "stats": {"initial_connected": 7,
-            "current_connected": 7, "initial_sessions": 0, "current_sessions": 0}});
-        let r = parse_report("p", &idle).unwrap();
+        let r = report("p", status("disabled", 0, 7, 7));
         assert_eq!((r.connections, r.evacuation), (7, None));
-        assert!(parse_report("p", &json!({"state": "weird"})).is_none());
+    }
+
+    #[test]
+    fn contract_errors_name_the_pod() {
+        let t = Target {
+            pod: "mqtt-a-0".into(),
+            namespace: "default".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+        };
+        let e = driver_error(
+            &t,
+            EvacuatorError::Refused {
+                evacuator: "10.0.0.1:9190".into(),
+                what: "POST /evacuation".into(),
+                status: 401,
+                message: "send the admin token".into(),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "mqtt-a-0: evacuator answered HTTP 401: POST /evacuation: send the admin token"
+        );
+        let e = driver_error(
+            &t,
+            EvacuatorError::Malformed {
+                evacuator: "10.0.0.1:9190".into(),
+                what: "GET /evacuation".into(),
+                reason: "eof".into(),
+            },
+        );
+        assert!(matches!(e, DriverError::Unreachable { .. }), "{e}");
     }
 }
