@@ -306,7 +306,10 @@ fn report_at_24_instances_keeps_legends_out_and_draws_a_heat_map() {
         })
         .collect();
     let inside = |r: &Rect| {
-        r.x0 >= plot.x0 - 0.5 && r.x1 <= plot.x1 + 0.5 && r.y0 >= plot.y0 - 0.5 && r.y1 <= plot.y1 + 0.5
+        r.x0 >= plot.x0 - 0.5
+            && r.x1 <= plot.x1 + 0.5
+            && r.y0 >= plot.y0 - 0.5
+            && r.y1 <= plot.y1 + 0.5
     };
     for (fill, r) in &rects {
         assert!(
@@ -405,10 +408,7 @@ fn up_to_12_instances_are_small_multiples() {
     assert_eq!(s.instances.len(), chart::SMALL_MULTIPLES_MAX);
     let page = html::render(std::slice::from_ref(&s));
     assert!(!page.contains("heat map)"), "no heat map at 12");
-    let title = format!(
-        "Connections per instance ({} instances, same scale)",
-        2 * 6
-    );
+    let title = format!("Connections per instance ({} instances, same scale)", 2 * 6);
     let instances = chart_titled(&page, &title);
     let panels = plot_areas(instances);
     assert_eq!(panels.len(), 2 * 6, "one small chart per instance");

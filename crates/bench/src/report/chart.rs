@@ -339,7 +339,8 @@ fn legend_rows(legend: &[(String, Mark)], width: u32) -> Vec<Vec<(i32, &(String,
     let mut rows: Vec<Vec<(i32, &(String, Mark))>> = vec![Vec::new()];
     let mut x = LEFT;
     for entry in legend {
-        let w = entry.1.width() + 8 + (entry.0.chars().count() as i32 * LEGEND_FONT * 55 / 100) + 18;
+        let w =
+            entry.1.width() + 8 + (entry.0.chars().count() as i32 * LEGEND_FONT * 55 / 100) + 18;
         if x + w > width as i32 - 8 && x > LEFT {
             rows.push(Vec::new());
             x = LEFT;
@@ -849,7 +850,11 @@ fn draw_heat_map(
         .iter()
         .flat_map(|g| g.instances.iter().map(move |i| (i, g.color)))
         .collect();
-    let longest = names.iter().map(|(i, _)| i.chars().count()).max().unwrap_or(1);
+    let longest = names
+        .iter()
+        .map(|(i, _)| i.chars().count())
+        .max()
+        .unwrap_or(1);
     let left = (longest as u32 * 7 + 12).clamp(40, 150);
     let n = names.len() as f64;
     let mut chart = ChartBuilder::on(&area)
@@ -894,7 +899,10 @@ fn draw_heat_map(
             root.draw(&Text::new(
                 (*name).clone(),
                 (px0 - 6, mid),
-                small.clone().color(color).pos(Pos::new(HPos::Right, VPos::Center)),
+                small
+                    .clone()
+                    .color(color)
+                    .pos(Pos::new(HPos::Right, VPos::Center)),
             ))?;
         }
         let end = match s.timeline.last() {
@@ -907,7 +915,10 @@ fn draw_heat_map(
         root.draw(&Text::new(
             end,
             (px1 + 6, mid),
-            small.clone().color(&MUTED).pos(Pos::new(HPos::Left, VPos::Center)),
+            small
+                .clone()
+                .color(&MUTED)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
         ))?;
     }
     // A rule between the sets.
