@@ -20,11 +20,13 @@ const RATE: f64 = 1000.0;
 
 /// Blue-green: `replicas` old instances hold the clients; as many new ones
 /// start at 10 s; from 14 s the old ones are evacuated one after the other at
-/// `RATE`/s, each evicted client reconnecting 1 s later to the least loaded
-/// new one.
+/// `RATE`/s in the order of their names as strings (`-10` before `-2`, as
+/// the engine picks them), each evicted client reconnecting 1 s later to the
+/// least loaded new one.
 fn blue_green(replicas: usize) -> Summary {
     let per_old = CLIENTS / replicas as u64;
-    let old: Vec<String> = (0..replicas).map(|k| format!("8e1f0c2a9b-{k}")).collect();
+    let mut old: Vec<String> = (0..replicas).map(|k| format!("8e1f0c2a9b-{k}")).collect();
+    old.sort();
     let new: Vec<String> = (0..replicas).map(|k| format!("d03b77e415-{k}")).collect();
     let evacuation_starts = 14.0;
     let evicted_by =
@@ -319,15 +321,15 @@ fn report_at_24_instances_keeps_legends_out_and_draws_a_heat_map() {
     }
     let keys = rects.iter().filter(|(_, r)| r.y1 <= plot.y0).count();
     assert!(keys >= 2 * 5, "a colour key per set above the plot: {keys}");
-    // One labelled row per instance, outside the plot, the old set on top
-    // in name order, then the new set.
+    // One labelled row per instance, outside the plot: the old set on top in
+    // the order its instances emptied (a staircase), then the new set, which
+    // all hold connections at the end, in name order.
     let all = texts(heat);
-    let order: Vec<String> = chart::groups(&s)
-        .iter()
-        .flat_map(|g| g.instances.clone())
-        .collect();
-    assert_eq!(order.len(), 24);
-    assert!(order[..12].iter().all(|n| n.starts_with("8e1f0c2a9b-")));
+    let order: Vec<String> = chart::heat_rows(&s).into_iter().map(|r| r.0).collect();
+    let mut evacuated: Vec<String> = (0..12).map(|k| format!("8e1f0c2a9b-{k}")).collect();
+    evacuated.sort();
+    let named: Vec<String> = (0..12).map(|k| format!("d03b77e415-{k}")).collect();
+    assert_eq!(order, [evacuated, named].concat());
     let rows: Vec<Rect> = order
         .iter()
         .map(|name| {

@@ -830,7 +830,66 @@ fn heat_legend(s: &Summary, axes: &Axes) -> Vec<(String, Mark)> {
         ),
         Mark::Note,
     ));
+    let prefix = common_prefix(&s.instances);
+    if !prefix.is_empty() {
+        legend.push((format!("rows: {prefix}…"), Mark::Note));
+    }
     legend
+}
+
+/// The start all of `names` share, up to and including its last `-`: what
+/// row labels can leave out (a fleet's name) when there are several.
+pub fn common_prefix(names: &[String]) -> &str {
+    let [first, rest @ ..] = names else {
+        return "";
+    };
+    if rest.is_empty() {
+        return "";
+    }
+    let mut len = first.len();
+    for n in rest {
+        let same = first
+            .char_indices()
+            .zip(n.chars())
+            .take_while(|((_, a), b)| a == b)
+            .last()
+            .map_or(0, |((i, a), _)| i + a.len_utf8());
+        len = len.min(same);
+    }
+    first[..len].rfind('-').map_or("", |k| &first[..=k])
+}
+
+/// When instance `name` last held connections (its last sample above
+/// zero); `f64::INFINITY` when it still does at the end.
+fn emptied_at(s: &Summary, name: &str) -> f64 {
+    let mut seen = s
+        .timeline
+        .iter()
+        .rev()
+        .filter_map(|x| Some((x.t, *x.per_instance.get(name)?)));
+    match seen.next() {
+        Some((_, v)) if v > 0 => f64::INFINITY,
+        _ => seen.find(|(_, v)| *v > 0).map_or(0.0, |(t, _)| t),
+    }
+}
+
+/// The heat map's rows: set by set (the old set first), each in the order
+/// its instances emptied, then by name (so an evacuation reads as a
+/// staircase whatever order the engine chose), with their colour.
+pub fn heat_rows(s: &Summary) -> Vec<(String, RGBColor)> {
+    groups(s)
+        .into_iter()
+        .flat_map(|g| {
+            let mut names: Vec<(f64, String)> = g
+                .instances
+                .into_iter()
+                .map(|i| (emptied_at(s, &i), i))
+                .collect();
+            // Stable: equal times keep the name order.
+            names.sort_by(|a, b| a.0.total_cmp(&b.0));
+            names.into_iter().map(move |(_, i)| (i, g.color))
+        })
+        .collect()
 }
 
 fn draw_heat_map(
@@ -846,16 +905,14 @@ fn draw_heat_map(
         s.instances.len()
     );
     let area = header(root, &title, legend)?;
-    let names: Vec<(&String, RGBColor)> = groups
-        .iter()
-        .flat_map(|g| g.instances.iter().map(move |i| (i, g.color)))
-        .collect();
+    let names = heat_rows(s);
+    let prefix = common_prefix(&s.instances);
     let longest = names
         .iter()
-        .map(|(i, _)| i.chars().count())
+        .map(|(i, _)| i.chars().count() - prefix.chars().count())
         .max()
         .unwrap_or(1);
-    let left = (longest as u32 * 7 + 12).clamp(40, 150);
+    let left = (longest as u32 * 7 + 12).clamp(40, 200);
     let n = names.len() as f64;
     let mut chart = ChartBuilder::on(&area)
         .margin_right(52)
@@ -897,7 +954,7 @@ fn draw_heat_map(
         let (px1, _) = chart.backend_coord(&(axes.t_max, 0.0));
         if k % every == 0 {
             root.draw(&Text::new(
-                (*name).clone(),
+                name[prefix.len()..].to_owned(),
                 (px0 - 6, mid),
                 small
                     .clone()
@@ -908,7 +965,7 @@ fn draw_heat_map(
         let end = match s.timeline.last() {
             Some(x) => x
                 .per_instance
-                .get(*name)
+                .get(name)
                 .map_or_else(|| "gone".to_owned(), |v| thousands(*v as f64)),
             None => String::new(),
         };
@@ -1057,6 +1114,12 @@ mod tests {
         assert_eq!(thousands(100_000.0), "100,000");
         assert_eq!(thousands(999.0), "999");
         assert_eq!(thousands(1000.4), "1,000");
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let fleet = names(&["demo-bg-7fa38-0", "demo-bg-7fa38-11", "demo-bg-76f95-0"]);
+        assert_eq!(common_prefix(&fleet), "demo-bg-");
+        assert_eq!(common_prefix(&names(&["a-1", "a-2"])), "a-");
+        assert_eq!(common_prefix(&names(&["blue", "green"])), "");
+        assert_eq!(common_prefix(&names(&["only-one"])), "");
         let mut names = vec!["a-10", "a-2", "b", "a-1"];
         names.sort_by(|a, b| natural(a).cmp(&natural(b)));
         assert_eq!(names, ["a-1", "a-2", "a-10", "b"]);
