@@ -602,7 +602,15 @@ fn instance_legend(s: &Summary) -> Vec<(String, Mark)> {
     groups(s)
         .into_iter()
         .map(|g| (g.label, Mark::Area(g.color)))
+        .chain(prefix_note(s, "panels"))
         .collect()
+}
+
+/// The legend note saying which prefix the instance labels leave out (see
+/// [`common_prefix`]), e.g. `panels: demo-blue-green-…`; `None` when none.
+fn prefix_note(s: &Summary, what: &str) -> Option<(String, Mark)> {
+    let prefix = common_prefix(&s.instances);
+    (!prefix.is_empty()).then(|| (format!("{what}: {prefix}…"), Mark::Note))
 }
 
 /// Where the small multiples go.
@@ -643,6 +651,7 @@ fn draw_instances(root: &Area<'_>, s: &Summary, axes: &Axes, grid: &Grid) -> Dra
     );
     header(root, &title, &legend)?;
     let label = font(11).color(&INK);
+    let prefix = common_prefix(&s.instances);
     let names = groups.iter().flat_map(|g| &g.instances);
     for (k, name) in names.enumerate() {
         let (row, col) = (k / grid.cols, k % grid.cols);
@@ -662,7 +671,7 @@ fn draw_instances(root: &Area<'_>, s: &Summary, axes: &Axes, grid: &Grid) -> Dra
             .margin_left(4)
             .margin_right(6)
             .margin_top(2)
-            .caption(format!("{name}: {end}"), label.clone())
+            .caption(format!("{}: {end}", &name[prefix.len()..]), label.clone())
             .build_cartesian_2d(0f64..axes.t_max, 0f64..axes.instance)?;
         chart.plotting_area().fill(&PLOT_BG)?;
         chart
@@ -830,10 +839,7 @@ fn heat_legend(s: &Summary, axes: &Axes) -> Vec<(String, Mark)> {
         ),
         Mark::Note,
     ));
-    let prefix = common_prefix(&s.instances);
-    if !prefix.is_empty() {
-        legend.push((format!("rows: {prefix}…"), Mark::Note));
-    }
+    legend.extend(prefix_note(s, "rows"));
     legend
 }
 

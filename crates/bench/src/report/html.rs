@@ -234,7 +234,7 @@ const SMALL_MULTIPLES_CAPTION: &str = "<b>One panel per instance</b>, all on the
 
 /// Under the per-instance heat map (past a dozen instances).
 const HEAT_MAP_CAPTION: &str = "<b>One row per instance</b>, the old set (blue) above the new set \
-     (green), each in name order; the colour is its connections, pale to dark on one scale for all \
+     (green), each set in the order its instances emptied, then by name; the colour is its connections, pale to dark on one scale for all \
      rows (key above); blank where the instance did not exist (not yet created, or deleted); the \
      number at the right is its connections at the end (\"gone\" once deleted). <b>Look for</b> \
      the blue rows fading to pale one after the other, each in a short even fade (an evacuation at \
