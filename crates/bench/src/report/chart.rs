@@ -24,7 +24,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::summary::Summary;
+use crate::summary::{Summary, TimelineSample};
 
 const FONT: &str = "sans-serif";
 /// The background of every plot area (and nothing else).
@@ -244,10 +244,9 @@ pub struct RateSeries {
 /// chart with it when none has any.
 pub fn rate_series(s: &Summary) -> Vec<RateSeries> {
     let mut out = Vec::new();
-    let counter =
-        |f: fn(&crate::summary::TimelineSample) -> Option<u64>| -> Option<Vec<(f64, u64)>> {
-            s.timeline.iter().map(|x| Some((x.t, f(x)?))).collect()
-        };
+    let counter = |f: fn(&TimelineSample) -> Option<u64>| -> Option<Vec<(f64, u64)>> {
+        s.timeline.iter().map(|x| Some((x.t, f(x)?))).collect()
+    };
     if let Some(c) = counter(|x| x.evicted).filter(|c| !c.is_empty()) {
         out.push(RateSeries {
             label: "evictions/s (evacuators)",
@@ -866,16 +865,13 @@ pub fn common_prefix(names: &[String]) -> &str {
 }
 
 /// When instance `name` last held connections (its last sample above
-/// zero); `f64::INFINITY` when it still does at the end.
+/// zero; it may leave the metrics holding a few, when deleted);
+/// `f64::INFINITY` when it still holds some in the run's last sample.
 fn emptied_at(s: &Summary, name: &str) -> f64 {
-    let mut seen = s
-        .timeline
-        .iter()
-        .rev()
-        .filter_map(|x| Some((x.t, *x.per_instance.get(name)?)));
-    match seen.next() {
-        Some((_, v)) if v > 0 => f64::INFINITY,
-        _ => seen.find(|(_, v)| *v > 0).map_or(0.0, |(t, _)| t),
+    let holding = |x: &&TimelineSample| x.per_instance.get(name).is_some_and(|v| *v > 0);
+    match s.timeline.last() {
+        Some(x) if holding(&x) => f64::INFINITY,
+        _ => s.timeline.iter().rev().find(holding).map_or(0.0, |x| x.t),
     }
 }
 
