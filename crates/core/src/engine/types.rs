@@ -630,3 +630,33 @@ pub(crate) mod secs {
         Ok(Duration::from_millis(millis as u64))
     }
 }
+
+#[cfg(test)]
+mod eviction_pace_tests {
+    use super::*;
+
+    #[test]
+    fn a_pace_is_timed_evictions_over_their_time_and_pools_by_time() {
+        let mut p = EvictionPace::default();
+        assert_eq!(p.per_second(), None);
+        for _ in 0..499 {
+            p.record(Duration::from_millis(2));
+        }
+        assert_eq!((p.evictions, p.micros), (499, 998_000));
+        assert!((p.per_second().unwrap() - 500.0).abs() < 1e-9);
+        // Pooled with a slower one: weighted by time, not one vote each.
+        let slow = EvictionPace {
+            evictions: 10,
+            micros: 100_000,
+        };
+        let both = p.plus(slow);
+        assert_eq!((both.evictions, both.micros), (509, 1_098_000));
+        assert!((both.per_second().unwrap() - 509.0 / 1.098).abs() < 1e-9);
+        // Absent in the JSON of an evacuator that does not say.
+        let stats: EvacuationStats = serde_json::from_str(
+            r#"{"initial_connected":1,"current_connected":0,"initial_sessions":0,"current_sessions":0}"#,
+        )
+        .unwrap();
+        assert_eq!(stats.eviction_pace, None);
+    }
+}
