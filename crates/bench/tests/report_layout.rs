@@ -2,9 +2,10 @@
 //! 100,000-client blue-green upgrade over 12 + 12 instances (built here as
 //! the bench records it: 100 ms samples, per-instance connections, the
 //! eviction counter and the clients' reconnections) is rendered, and the
-//! SVG is checked: no legend inside a plot area, one small chart per
-//! instance on shared axes, an eviction-rate and a reconnect-rate series and
-//! the configured rate's reference line, and runs side by side on the same
+//! SVG is checked: no legend inside a plot area, an instance × time heat map
+//! past a dozen instances (one small chart per instance on shared axes up
+//! to a dozen), an eviction-rate and a reconnect-rate series and the
+//! configured rate's reference line, and runs side by side on the same
 //! axes.
 
 use std::collections::BTreeMap;
@@ -17,16 +18,19 @@ const CLIENTS: u64 = 100_000;
 const REPLICAS: usize = 12;
 const RATE: f64 = 1000.0;
 
-/// Blue-green: 12 old instances hold the clients; 12 new ones start at 10 s;
-/// from 14 s the old ones are evacuated one after the other at `RATE`/s,
-/// each evicted client reconnecting 1 s later to the least loaded new one.
-fn blue_green() -> Summary {
-    let per_old = CLIENTS / REPLICAS as u64;
-    let old: Vec<String> = (0..REPLICAS).map(|k| format!("8e1f0c2a9b-{k}")).collect();
-    let new: Vec<String> = (0..REPLICAS).map(|k| format!("d03b77e415-{k}")).collect();
+/// Blue-green: `replicas` old instances hold the clients; as many new ones
+/// start at 10 s; from 14 s the old ones are evacuated one after the other at
+/// `RATE`/s in the order of their names as strings (`-10` before `-2`, as
+/// the engine picks them), each evicted client reconnecting 1 s later to the
+/// least loaded new one.
+fn blue_green(replicas: usize) -> Summary {
+    let per_old = CLIENTS / replicas as u64;
+    let mut old: Vec<String> = (0..replicas).map(|k| format!("8e1f0c2a9b-{k}")).collect();
+    old.sort();
+    let new: Vec<String> = (0..replicas).map(|k| format!("d03b77e415-{k}")).collect();
     let evacuation_starts = 14.0;
     let evicted_by =
-        |t: f64| (((t - evacuation_starts) * RATE).max(0.0) as u64).min(per_old * REPLICAS as u64);
+        |t: f64| (((t - evacuation_starts) * RATE).max(0.0) as u64).min(per_old * replicas as u64);
     let end = evacuation_starts + CLIENTS as f64 / RATE + 5.0;
     let timeline = (0..=(end * 10.0) as u32)
         .map(|k| {
@@ -36,15 +40,16 @@ fn blue_green() -> Summary {
             let mut per_instance = BTreeMap::new();
             for (i, name) in old.iter().enumerate() {
                 let gone = evicted.saturating_sub(i as u64 * per_old).min(per_old);
-                // Deleted a second after it is empty.
-                if gone < per_old || evicted_by(t - 1.0) < (i as u64 + 1) * per_old {
+                // It leaves the metrics with a few connections still counted
+                // (deleted before the scrape saw it at zero), as in real runs.
+                if gone + 5 < per_old {
                     per_instance.insert(name.clone(), per_old - gone);
                 }
             }
             if t >= 10.0 {
                 for (i, name) in new.iter().enumerate() {
-                    let n = reconnected / REPLICAS as u64
-                        + u64::from((reconnected % REPLICAS as u64) > i as u64);
+                    let n = reconnected / replicas as u64
+                        + u64::from((reconnected % replicas as u64) > i as u64);
                     per_instance.insert(name.clone(), n);
                 }
             }
@@ -204,10 +209,14 @@ fn assert_legend_outside_plots(svg: &str, legend: &[&str]) {
 }
 
 #[test]
-fn report_at_24_instances_keeps_legends_out_and_draws_small_multiples() {
-    let s = blue_green();
+fn report_at_24_instances_keeps_legends_out_and_draws_a_heat_map() {
+    let s = blue_green(REPLICAS);
     assert_eq!(s.instances.len(), 2 * REPLICAS);
     let page = html::render(std::slice::from_ref(&s));
+    // SLUICE_REPORT_LAYOUT_OUT=FILE keeps the page, to look at it in a browser.
+    if let Some(path) = std::env::var_os("SLUICE_REPORT_LAYOUT_OUT") {
+        std::fs::write(path, &page).unwrap();
+    }
 
     let revisions = chart_titled(&page, "Connections per revision");
     assert_legend_outside_plots(
@@ -264,13 +273,148 @@ fn report_at_24_instances_keeps_legends_out_and_draws_small_multiples() {
         );
     }
 
-    let title = format!(
-        "Connections per instance ({} instances, same scale)",
-        2 * REPLICAS
+    // Past a dozen instances: a heat map, not 24 small charts.
+    assert!(!page.contains("same scale)"), "no small multiples at 24");
+    let heat = chart_titled(&page, "Connections per instance (24 instances, heat map)");
+    let plots = plot_areas(heat);
+    assert_eq!(plots.len(), 1, "one plot area: the instance × time matrix");
+    let plot = plots[0];
+    assert!(
+        plot.y1 - plot.y0 >= 24.0 * 8.0,
+        "rows of at least 8 pixels: {plot:?}"
     );
+    assert_legend_outside_plots(
+        heat,
+        &[
+            "old set (revision 8e1f0c2a9b)",
+            "new set (revision d03b77e415)",
+            "pale → dark: 0 → 10,000 connections; blank: no instance",
+        ],
+    );
+    // Every other rectangle is a cell inside the matrix or lies wholly
+    // outside it (the colour keys): nothing drawn half over the plot.
+    let bg = hex(chart::PLOT_BG);
+    let rects: Vec<(String, Rect)> = tags(heat, "rect")
+        .into_iter()
+        .filter(|t| attr(t, "fill").is_some_and(|f| f != bg && f != "#FFFFFF"))
+        .map(|t| {
+            let (x, y) = (num(t, "x"), num(t, "y"));
+            let r = Rect {
+                x0: x,
+                y0: y,
+                x1: x + num(t, "width"),
+                y1: y + num(t, "height"),
+            };
+            (attr(t, "fill").unwrap(), r)
+        })
+        .collect();
+    let inside = |r: &Rect| {
+        r.x0 >= plot.x0 - 0.5
+            && r.x1 <= plot.x1 + 0.5
+            && r.y0 >= plot.y0 - 0.5
+            && r.y1 <= plot.y1 + 0.5
+    };
+    for (fill, r) in &rects {
+        assert!(
+            inside(r) || !r.overlaps(&plot),
+            "{fill} rectangle {r:?} half over the plot {plot:?}"
+        );
+    }
+    let keys = rects.iter().filter(|(_, r)| r.y1 <= plot.y0).count();
+    assert!(keys >= 2 * 5, "a colour key per set above the plot: {keys}");
+    // One labelled row per instance, outside the plot: the old set on top in
+    // the order its instances emptied (a staircase), then the new set, which
+    // all hold connections at the end, in name order.
+    let all = texts(heat);
+    let order: Vec<String> = chart::heat_rows(&s).into_iter().map(|r| r.0).collect();
+    let mut evacuated: Vec<String> = (0..12).map(|k| format!("8e1f0c2a9b-{k}")).collect();
+    evacuated.sort();
+    let named: Vec<String> = (0..12).map(|k| format!("d03b77e415-{k}")).collect();
+    assert_eq!(order, [evacuated, named].concat());
+    let rows: Vec<Rect> = order
+        .iter()
+        .map(|name| {
+            let (_, r) = all
+                .iter()
+                .find(|(c, _)| c == name)
+                .unwrap_or_else(|| panic!("no row label for {name}"));
+            assert!(!r.overlaps(&plot), "label {name} on the plot");
+            *r
+        })
+        .collect();
+    assert!(
+        rows.windows(2).all(|w| w[0].y0 < w[1].y0),
+        "rows in order, top to bottom"
+    );
+    // Cells by row: the old rows in blues, the new rows in greens; each old
+    // row fades through many shades (paced), and every new row ends in the
+    // same shade (balanced).
+    let row_of = |r: &Rect| {
+        let mid = (r.y0 + r.y1) / 2.0;
+        (0..rows.len())
+            .min_by(|a, b| {
+                let d = |k: usize| (((rows[k].y0 + rows[k].y1) / 2.0) - mid).abs();
+                d(*a).total_cmp(&d(*b))
+            })
+            .unwrap()
+    };
+    let rgb = |f: &str| -> (u8, u8, u8) {
+        let c = |i: usize| u8::from_str_radix(&f[i..i + 2], 16).unwrap();
+        (c(1), c(3), c(5))
+    };
+    let mut shades: Vec<std::collections::BTreeSet<String>> = vec![Default::default(); 24];
+    let mut last: Vec<(f64, String)> = vec![(f64::MIN, String::new()); 24];
+    for (fill, r) in rects.iter().filter(|(_, r)| inside(r)) {
+        let k = row_of(r);
+        let (red, green, blue) = rgb(fill);
+        if k < 12 {
+            assert!(blue > green && blue > red, "old row {k} in {fill}");
+        } else {
+            assert!(green > blue && green > red, "new row {k} in {fill}");
+        }
+        shades[k].insert(fill.clone());
+        if r.x1 > last[k].0 {
+            last[k] = (r.x1, fill.clone());
+        }
+    }
+    for (k, set) in shades.iter().enumerate().take(12) {
+        assert!(set.len() >= 8, "old row {k} fades in {} shades", set.len());
+    }
+    let ends: std::collections::BTreeSet<&String> = last[12..].iter().map(|(_, f)| f).collect();
+    assert_eq!(ends.len(), 1, "new rows end in one shade: {ends:?}");
+    // The end counts, right of the rows: the old instances gone, the new
+    // ones balanced.
+    let end_of = |row: &Rect| -> String {
+        all.iter()
+            .filter(|(_, r)| r.x0 >= plot.x1 && (r.y0 - row.y0).abs() < 2.0)
+            .map(|(c, _)| c.clone())
+            .next()
+            .unwrap_or_default()
+    };
+    for (k, row) in rows.iter().enumerate() {
+        let end = end_of(row);
+        if k < 12 {
+            assert_eq!(end, "gone", "old row {k}");
+        } else {
+            assert!(end == "8,333" || end == "8,334", "new row {k}: {end}");
+        }
+    }
+    // Cells of equal shade are merged: the matrix stays small.
+    assert!(heat.len() < 300_000, "heat map of {} bytes", heat.len());
+    // The caption says what to look for.
+    assert!(page.contains("<b>One row per instance</b>"));
+}
+
+#[test]
+fn up_to_12_instances_are_small_multiples() {
+    let s = blue_green(6);
+    assert_eq!(s.instances.len(), chart::SMALL_MULTIPLES_MAX);
+    let page = html::render(std::slice::from_ref(&s));
+    assert!(!page.contains("heat map)"), "no heat map at 12");
+    let title = format!("Connections per instance ({} instances, same scale)", 2 * 6);
     let instances = chart_titled(&page, &title);
     let panels = plot_areas(instances);
-    assert_eq!(panels.len(), 2 * REPLICAS, "one small chart per instance");
+    assert_eq!(panels.len(), 2 * 6, "one small chart per instance");
     let (w, h) = (panels[0].x1 - panels[0].x0, panels[0].y1 - panels[0].y0);
     assert!(w >= 80.0 && h >= 40.0, "panels too small: {w}×{h}");
     for (i, p) in panels.iter().enumerate() {
@@ -296,11 +440,8 @@ fn report_at_24_instances_keeps_legends_out_and_draws_small_multiples() {
         .filter(|(c, _)| c.starts_with("d03b77e415-"))
         .map(|(c, _)| c.split(": ").nth(1).unwrap())
         .collect();
-    assert_eq!(ends.len(), REPLICAS);
-    assert!(
-        ends.iter().all(|e| *e == "8,333" || *e == "8,334"),
-        "{ends:?}"
-    );
+    assert_eq!(ends.len(), 6);
+    assert!(ends.iter().all(|e| *e == "16,666"), "{ends:?}");
     assert_legend_outside_plots(
         instances,
         &[
@@ -312,8 +453,8 @@ fn report_at_24_instances_keeps_legends_out_and_draws_small_multiples() {
 
 #[test]
 fn runs_side_by_side_share_their_axes() {
-    let paced = blue_green();
-    let mut storm = blue_green();
+    let paced = blue_green(REPLICAS);
+    let mut storm = blue_green(REPLICAS);
     storm.title = "naive at scale".into();
     // Everyone cut at 14 s and back within a second: no evictions at all.
     for x in &mut storm.timeline {

@@ -211,6 +211,8 @@ mod tests {
                     configured_rate: 500.0,
                     measured_rate: Some(if pass { 497.0 } else { 9000.0 }),
                     per_instance: BTreeMap::new(),
+                    measured_from: promises::PaceSource::Evacuators,
+                    timed_evictions: None,
                     pass,
                 },
                 once: promises::once(&hist),

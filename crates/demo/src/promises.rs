@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sluice_bench::TimelineSample;
+use sluice_core::engine::EvictionPace;
 
 /// How far the measured eviction rate may be from the configured one (±10 %).
 pub const PACE_TOLERANCE: f64 = 0.10;
 /// The largest imbalance that still counts as balanced.
 pub const MAX_IMBALANCE: f64 = 0.10;
 /// An old instance with fewer connections than this at its peak is not used to
-/// measure the pace (too few points for a slope).
+/// measure the rate of a cut (too few points for a slope).
 pub const MIN_CONNECTIONS_FOR_PACE: u64 = 20;
 
 /// The five promises of one strategy's run, each with its figure and verdict.
@@ -57,14 +58,35 @@ impl Promises {
 pub struct Paced {
     /// `connEvictRate`, connections per second.
     pub configured_rate: f64,
-    /// The measured rate (mean over the old instances); for a strategy that does
-    /// not evacuate, the rate at which connections were cut. `None`: no old
-    /// instance held enough connections to measure.
+    /// The measured rate. Evacuated: the old instances' evacuators' own pace,
+    /// pooled (their timed evictions over their summed time). Cut (a strategy
+    /// that does not evacuate): the mean rate at which their connections
+    /// vanished from the timeline. `None`: nothing to measure.
     pub measured_rate: Option<f64>,
     /// Each old instance's measured rate.
     pub per_instance: BTreeMap<String, f64>,
+    /// Where the figure comes from.
+    #[serde(default)]
+    pub measured_from: PaceSource,
+    /// Evacuated: the evictions the evacuators timed (all but the first of
+    /// each instance's, when it kept up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_evictions: Option<u64>,
     /// Connections were evacuated (not cut) and the rate is within ±10 %.
     pub pass: bool,
+}
+
+/// What the paced figure was measured from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PaceSource {
+    /// The evacuators' own clocks ([`EvictionPace`] in their status): what the
+    /// proxy did, whatever the load on the machine reading it.
+    #[default]
+    Evacuators,
+    /// The bench's 100 ms samples of the instances' connections: only for a
+    /// cut, which no evacuator times.
+    ConnectionSamples,
 }
 
 /// Promise 2: once.
@@ -190,24 +212,46 @@ fn sample_interval(series: &[(f64, f64)]) -> f64 {
     }
 }
 
-/// Promise 1 from the timeline: the mean eviction rate of the `old` instances.
-/// `evacuated` is false for a strategy that cuts instead of evacuating (it then
-/// fails whatever the figure).
+/// Promise 1 of an evacuation, from the pace each `old` instance's evacuator
+/// reported (`paces`, by instance): PASS when the pooled pace is within
+/// [`PACE_TOLERANCE`] of `configured_rate`.
 pub fn paced(
-    timeline: &[TimelineSample],
+    paces: &BTreeMap<String, EvictionPace>,
     old: &BTreeSet<String>,
     configured_rate: f64,
-    evacuated: bool,
 ) -> Paced {
+    let old_paces: Vec<(&String, &EvictionPace)> = paces
+        .iter()
+        .filter(|(name, _)| old.contains(*name))
+        .collect();
+    let pooled = old_paces
+        .iter()
+        .fold(EvictionPace::default(), |sum, (_, p)| sum.plus(**p));
+    let measured_rate = pooled.per_second();
+    Paced {
+        configured_rate,
+        measured_rate: measured_rate.map(round1),
+        per_instance: old_paces
+            .iter()
+            .filter_map(|(name, p)| Some(((*name).clone(), round1(p.per_second()?))))
+            .collect(),
+        measured_from: PaceSource::Evacuators,
+        timed_evictions: Some(pooled.evictions),
+        pass: measured_rate
+            .is_some_and(|m| (m - configured_rate).abs() <= configured_rate * PACE_TOLERANCE),
+    }
+}
+
+/// Promise 1 of a strategy that cuts instead of evacuating: the mean rate at
+/// which the `old` instances' connections vanished from the timeline (a
+/// burst). It fails whatever the figure.
+pub fn cut(timeline: &[TimelineSample], old: &BTreeSet<String>, configured_rate: f64) -> Paced {
     let per_instance: BTreeMap<String, f64> = old
         .iter()
         .filter_map(|name| Some((name.clone(), eviction_rate(&series(timeline, name))?)))
         .collect();
     let measured_rate = (!per_instance.is_empty())
         .then(|| per_instance.values().sum::<f64>() / per_instance.len() as f64);
-    let pass = evacuated
-        && measured_rate
-            .is_some_and(|m| (m - configured_rate).abs() <= configured_rate * PACE_TOLERANCE);
     Paced {
         configured_rate,
         measured_rate: measured_rate.map(round1),
@@ -215,7 +259,9 @@ pub fn paced(
             .into_iter()
             .map(|(k, v)| (k, round1(v)))
             .collect(),
-        pass,
+        measured_from: PaceSource::ConnectionSamples,
+        timed_evictions: None,
+        pass: false,
     }
 }
 
@@ -330,25 +376,58 @@ mod tests {
         list.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    /// `evictions` timed at `rate` per second by an evacuator's clock.
+    fn pace(evictions: u64, rate: f64) -> EvictionPace {
+        EvictionPace {
+            evictions,
+            micros: (evictions as f64 * 1e6 / rate).round() as u64,
+        }
+    }
+
     #[test]
-    fn a_paced_evacuation_measures_its_rate() {
-        let tl = timeline(20.0, |t| {
-            vec![
-                ("blue-0", drained(t, 2.0, 500.0)),
-                ("blue-1", drained(t, 6.0, 500.0)),
-                ("green-0", Some(0)),
-            ]
-        });
-        let p = paced(&tl, &names(&["blue-0", "blue-1"]), 500.0, true);
-        let m = p.measured_rate.unwrap();
-        assert!((m - 500.0).abs() < 5.0, "{p:?}");
+    fn an_evacuation_is_measured_by_the_evacuators_clocks() {
+        let paces: BTreeMap<String, EvictionPace> = [
+            ("blue-0".to_owned(), pace(999, 500.0)),
+            ("blue-1".to_owned(), pace(999, 480.0)),
+            // A new instance's evacuator (a later upgrade) is not this one's.
+            ("green-0".to_owned(), pace(10, 50.0)),
+        ]
+        .into();
+        let p = paced(&paces, &names(&["blue-0", "blue-1"]), 500.0);
+        assert_eq!(p.measured_from, PaceSource::Evacuators);
+        assert_eq!(p.timed_evictions, Some(1998));
         assert_eq!(p.per_instance.len(), 2);
+        assert_eq!(p.per_instance["blue-1"], 480.0);
+        // Pooled: all timed evictions over all the time they took.
+        let m = p.measured_rate.unwrap();
+        assert!((m - 489.8).abs() < 0.1, "{p:?}");
         assert!(p.pass);
-        // 20 % too slow fails.
-        let slow = timeline(20.0, |t| vec![("blue-0", drained(t, 2.0, 400.0))]);
-        let p = paced(&slow, &names(&["blue-0"]), 500.0, true);
-        assert!((p.measured_rate.unwrap() - 400.0).abs() < 5.0, "{p:?}");
+        // Within ±10 % either way passes; beyond fails.
+        for (rate, pass) in [(451.0, true), (549.0, true), (449.0, false), (551.0, false)] {
+            let one: BTreeMap<String, EvictionPace> =
+                [("blue-0".to_owned(), pace(1000, rate))].into();
+            let p = paced(&one, &names(&["blue-0"]), 500.0);
+            assert_eq!(p.pass, pass, "{rate}/s: {p:?}");
+        }
+        // The pooled pace weighs each instance by its time, not one vote each:
+        // a small instance that was slow moves it little.
+        let mixed: BTreeMap<String, EvictionPace> = [
+            ("blue-0".to_owned(), pace(2000, 500.0)),
+            ("blue-1".to_owned(), pace(20, 250.0)),
+        ]
+        .into();
+        let p = paced(&mixed, &names(&["blue-0", "blue-1"]), 500.0);
+        assert!(p.pass && p.measured_rate.unwrap() > 490.0, "{p:?}");
+    }
+
+    #[test]
+    fn no_timed_eviction_gives_no_rate_and_fails() {
+        let p = paced(&BTreeMap::new(), &names(&["blue-0"]), 500.0);
+        assert_eq!((p.measured_rate, p.timed_evictions), (None, Some(0)));
         assert!(!p.pass);
+        let one: BTreeMap<String, EvictionPace> =
+            [("blue-0".to_owned(), EvictionPace::default())].into();
+        assert!(!paced(&one, &names(&["blue-0"]), 500.0).pass);
     }
 
     #[test]
@@ -361,11 +440,14 @@ mod tests {
         assert_eq!(s.last(), Some(&(5.0, 0.0)));
         let rate = eviction_rate(&s).unwrap();
         assert!(rate >= 7000.0, "{rate}");
-        let p = paced(&tl, &names(&["blue-0"]), 500.0, false);
+        let p = cut(&tl, &names(&["blue-0"]), 500.0);
+        assert_eq!(p.measured_from, PaceSource::ConnectionSamples);
         assert!(!p.pass);
         // Even a cut that happened to look paced fails when nothing was evacuated.
         let tl = timeline(20.0, |t| vec![("blue-0", drained(t, 2.0, 500.0))]);
-        assert!(!paced(&tl, &names(&["blue-0"]), 500.0, false).pass);
+        let p = cut(&tl, &names(&["blue-0"]), 500.0);
+        assert!((p.measured_rate.unwrap() - 500.0).abs() < 5.0, "{p:?}");
+        assert!(!p.pass);
     }
 
     #[test]
@@ -391,7 +473,7 @@ mod tests {
         assert_eq!(eviction_rate(&series(&tl, "blue-0")), None);
         let tl = timeline(5.0, |_| vec![("blue-0", Some(1000))]);
         assert_eq!(eviction_rate(&series(&tl, "blue-0")), None);
-        let p = paced(&tl, &names(&["blue-0", "missing"]), 500.0, true);
+        let p = cut(&tl, &names(&["blue-0", "missing"]), 500.0);
         assert_eq!(p.measured_rate, None);
         assert!(!p.pass);
     }
@@ -452,6 +534,8 @@ mod tests {
                 configured_rate: 500.0,
                 measured_rate: Some(498.0),
                 per_instance: BTreeMap::new(),
+                measured_from: PaceSource::Evacuators,
+                timed_evictions: Some(2997),
                 pass: true,
             },
             once: once(&[1, 2]),

@@ -16,7 +16,7 @@ use crate::promises::{self, Promises};
 use crate::up::{Up, sigkill};
 use crate::{DemoError, Faults, progress};
 use sluice_api::control::UpStatus;
-use sluice_core::engine::{PROGRESSING, Phase};
+use sluice_core::engine::{EvictionPace, PROGRESSING, Phase};
 
 /// How often the status is polled during the upgrade.
 const POLL: Duration = Duration::from_millis(100);
@@ -277,12 +277,11 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
         })
         .collect();
     let mut promises = Promises {
-        paced: promises::paced(
-            &summary.timeline,
-            &old,
-            f64::from(plan.rate),
-            plan.strategy.evacuates(),
-        ),
+        paced: if plan.strategy.evacuates() {
+            promises::paced(&watch.paces, &old, f64::from(plan.rate))
+        } else {
+            promises::cut(&summary.timeline, &old, f64::from(plan.rate))
+        },
         once: promises::once(&summary.disconnect_histogram),
         capacity: promises::capacity(watch.min_serving, i64::from(plan.replicas)),
         balanced: promises::balanced(new_instances),
@@ -385,6 +384,8 @@ async fn settle(
 
 struct Watch {
     min_serving: i64,
+    /// Each instance's eviction pace, the last its evacuator reported.
+    paces: BTreeMap<String, EvictionPace>,
     phases: Vec<String>,
     aborted: Option<Aborted>,
     fault: Option<Fault>,
@@ -405,6 +406,7 @@ async fn watch_upgrade(
     );
     let mut w = Watch {
         min_serving: i64::MAX,
+        paces: BTreeMap::new(),
         phases: Vec::new(),
         aborted: None,
         fault: plan.faults.break_green.then(|| Fault {
@@ -432,6 +434,11 @@ async fn watch_upgrade(
                 continue;
             }
         };
+        for i in &s.instances {
+            if let Some(p) = i.evacuation.as_ref().and_then(|e| e.stats.eviction_pace) {
+                w.paces.insert(i.name.clone(), p);
+            }
+        }
         let applied_yet = s.status.update_revision == revision;
         let phase = s.status.phase;
         let progressing = s.status.condition(PROGRESSING);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_api::admin::{EvacuationStatus, field};
-use sluice_core::engine::{EvacuationState, EvacuationStats};
+use sluice_core::engine::{EvacuationState, EvacuationStats, EvictionPace};
 use sluice_core::pacer::Pacer;
 use sluice_core::spec::{
     DEFAULT_SESS_EVICT_RATE, DEFAULT_WAIT_HEALTH_CHECK, DEFAULT_WAIT_TAKEOVER, MAX_RATE,
@@ -146,6 +146,8 @@ pub struct Evacuation {
     pub params: Option<EvacParams>,
     initial_connected: usize,
     initial_sessions: usize,
+    /// The pace of this evacuation's connection evictions, by the pacer's clock.
+    pace: EvictionPace,
     task: Option<AbortHandle>,
     /// Bumped by every start and stop, so that a driver task being aborted
     /// cannot overwrite the state of a later evacuation (or of none).
@@ -214,6 +216,7 @@ pub fn start(
     let generation = evac.generation;
     evac.initial_connected = upstream.live();
     evac.initial_sessions = upstream.sessions();
+    evac.pace = EvictionPace::default();
     evac.params = Some(params.clone());
     evac.state = EvacuationState::WaitingHealthCheck;
     metrics.set_evacuation_state(&upstream.name, EvacuationState::WaitingHealthCheck);
@@ -298,8 +301,11 @@ async fn drive(
     // be sending one now), at the same pace: the deadline is no burst.
     let past_deadline = || tokio::time::Instant::now() >= deadline;
     let mut pacer = Pacer::new(params.conn_evict_rate.into(), clock.now());
+    // The previous eviction, while connections have been pending ever since.
+    let mut previous: Option<Duration> = None;
     loop {
         if upstream.pending() == 0 && !(past_deadline() && upstream.has_idle_marked()) {
+            previous = None;
             // Connections asked to leave are closing (or waiting for their
             // next request, or the deadline); ones accepted just before the
             // state changed are being established and will show up pending.
@@ -309,7 +315,12 @@ async fn drive(
             tokio::time::sleep(SETTLE_POLL).await;
         } else if pacer.try_acquire(clock.now()) {
             if !(past_deadline() && upstream.close_longest_idle()) {
-                upstream.evict_oldest(&eviction);
+                let now = clock.now();
+                if !upstream.evict_oldest(&eviction) {
+                    previous = None;
+                } else if let Some(at) = previous.replace(now) {
+                    record_pace(&upstream, generation, now.saturating_sub(at));
+                }
             }
         } else {
             clock.sleep_until(pacer.next_slot()).await;
@@ -331,6 +342,15 @@ async fn drive(
         }
     }
     set(EvacuationState::Prohibiting);
+}
+
+/// Adds one timed eviction to the evacuation of `generation` (none if it was
+/// stopped meanwhile).
+fn record_pace(upstream: &Upstream, generation: u64, since_previous: Duration) {
+    let mut evac = lock(&upstream.evacuation);
+    if evac.generation == generation {
+        evac.pace.record(since_previous);
+    }
 }
 
 /// EMQX's evacuation status shape for `GET …/evacuation`.
@@ -368,6 +388,7 @@ pub fn status(upstream: &Upstream) -> EvacuationStatus {
             },
             current_sessions,
             evicted_connections: Some(upstream.evicted()),
+            eviction_pace: running.then_some(evac.pace),
         },
     }
 }

@@ -136,6 +136,22 @@ fn evacuating_a_moves_500_clients_to_b_once_each_at_the_given_rate() {
     assert_eq!(status.stats.initial_connected, CLIENTS as u64);
     assert_eq!(status.stats.current_connected, 0);
     assert_eq!(status.stats.evicted_connections, Some(CLIENTS as u64));
+    // The pace by the evacuator's own clock: every eviction after the first
+    // (of each run of pending connections) timed; the pacer never goes faster
+    // than its rate (up to one slot per run), and slower only when starved.
+    let pace = status
+        .stats
+        .eviction_pace
+        .expect("the evacuator times its evictions");
+    assert!(
+        (1..CLIENTS as u64).contains(&pace.evictions),
+        "timed evictions: {pace:?}"
+    );
+    let per_second = pace.per_second().expect("evictions timed apart");
+    assert!(
+        per_second <= f64::from(RATE) * 1.02 && per_second >= f64::from(RATE) * 0.5,
+        "the evacuator's own pace {per_second:.1}/s vs {RATE}/s ({pace:?})"
+    );
 
     // Pacing, from the disconnects as the clients saw them (each within
     // milliseconds of its eviction slot; a starved test process can see a few

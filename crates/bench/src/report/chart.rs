@@ -6,7 +6,9 @@
 //! * evictions and reconnections per second against the configured
 //!   `connEvictRate`: the pace, and whether there was a storm;
 //! * connections per instance as small multiples on shared axes: each
-//!   instance drains or fills, and the new ones end at equal heights;
+//!   instance drains or fills, and the new ones end at equal heights; past
+//!   [`SMALL_MULTIPLES_MAX`] instances, as an instance × time heat map (one
+//!   row per instance, the colour its connections, a ramp per revision);
 //! * clients by number of disconnects.
 //!
 //! Every chart keeps its legend in a strip above the plot area, never on it,
@@ -22,7 +24,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::summary::Summary;
+use crate::summary::{Summary, TimelineSample};
 
 const FONT: &str = "sans-serif";
 /// The background of every plot area (and nothing else).
@@ -242,10 +244,9 @@ pub struct RateSeries {
 /// chart with it when none has any.
 pub fn rate_series(s: &Summary) -> Vec<RateSeries> {
     let mut out = Vec::new();
-    let counter =
-        |f: fn(&crate::summary::TimelineSample) -> Option<u64>| -> Option<Vec<(f64, u64)>> {
-            s.timeline.iter().map(|x| Some((x.t, f(x)?))).collect()
-        };
+    let counter = |f: fn(&TimelineSample) -> Option<u64>| -> Option<Vec<(f64, u64)>> {
+        s.timeline.iter().map(|x| Some((x.t, f(x)?))).collect()
+    };
     if let Some(c) = counter(|x| x.evicted).filter(|c| !c.is_empty()) {
         out.push(RateSeries {
             label: "evictions/s (evacuators)",
@@ -308,6 +309,21 @@ enum Mark {
     Area(RGBColor),
     Line(RGBColor),
     Dashed(RGBColor),
+    /// A heat map's colour scale, from no connections (left) to the most.
+    Ramp(RGBColor),
+    /// Text alone (what a scale means).
+    Note,
+}
+
+impl Mark {
+    /// The mark's width in the legend, pixels.
+    fn width(self) -> i32 {
+        match self {
+            Mark::Ramp(_) => RAMP_STEPS as i32 * 8,
+            Mark::Note => 0,
+            _ => 18,
+        }
+    }
 }
 
 /// Left edge of titles and legends, pixels.
@@ -322,7 +338,8 @@ fn legend_rows(legend: &[(String, Mark)], width: u32) -> Vec<Vec<(i32, &(String,
     let mut rows: Vec<Vec<(i32, &(String, Mark))>> = vec![Vec::new()];
     let mut x = LEFT;
     for entry in legend {
-        let w = 26 + (entry.0.chars().count() as i32 * LEGEND_FONT * 55 / 100) + 18;
+        let w =
+            entry.1.width() + 8 + (entry.0.chars().count() as i32 * LEGEND_FONT * 55 / 100) + 18;
         if x + w > width as i32 - 8 && x > LEFT {
             rows.push(Vec::new());
             x = LEFT;
@@ -376,10 +393,21 @@ fn header<'a>(
                         ))?;
                     }
                 }
+                Mark::Ramp(c) => {
+                    for k in 0..RAMP_STEPS {
+                        let x0 = x + k as i32 * 8;
+                        let level = (k * HEAT_LEVELS).div_ceil(RAMP_STEPS - 1).min(HEAT_LEVELS);
+                        root.draw(&Rectangle::new(
+                            [(x0, y - 6), (x0 + 8, y + 6)],
+                            heat(c, level).filled(),
+                        ))?;
+                    }
+                }
+                Mark::Note => {}
             }
             root.draw(&Text::new(
                 label.clone(),
-                (x + 24, y),
+                (x + mark.width() + 6, y),
                 font(size)
                     .color(&INK)
                     .pos(Pos::new(HPos::Left, VPos::Center)),
@@ -543,11 +571,24 @@ fn draw_rates(root: &Area<'_>, s: &Summary, series: &[RateSeries], axes: &Axes) 
 const PANEL_W: u32 = 150;
 const PANEL_H: u32 = 96;
 
-/// Connections per instance as small multiples on shared axes, as SVG
-/// `width` pixels wide; `None` without per-instance data.
+/// The most instances drawn as small multiples; past it, a heat map.
+pub const SMALL_MULTIPLES_MAX: usize = 12;
+
+/// Whether the per-instance chart of `s` is a heat map (more than
+/// [`SMALL_MULTIPLES_MAX`] instances) rather than small multiples.
+pub fn uses_heat_map(s: &Summary) -> bool {
+    s.instances.len() > SMALL_MULTIPLES_MAX
+}
+
+/// Connections per instance, as SVG `width` pixels wide: small multiples on
+/// shared axes, or a heat map past [`SMALL_MULTIPLES_MAX`] instances; `None`
+/// without per-instance data.
 pub fn instances_svg(s: &Summary, axes: &Axes, width: u32) -> Option<String> {
     if s.instances.is_empty() {
         return None;
+    }
+    if uses_heat_map(s) {
+        return Some(heat_map_svg(s, axes, width));
     }
     let layout = Grid::new(s.instances.len(), width, instance_legend(s));
     Some(render((width, layout.height), |root| {
@@ -560,7 +601,15 @@ fn instance_legend(s: &Summary) -> Vec<(String, Mark)> {
     groups(s)
         .into_iter()
         .map(|g| (g.label, Mark::Area(g.color)))
+        .chain(prefix_note(s, "panels"))
         .collect()
+}
+
+/// The legend note saying which prefix the instance labels leave out (see
+/// [`common_prefix`]), e.g. `panels: demo-blue-green-…`; `None` when none.
+fn prefix_note(s: &Summary, what: &str) -> Option<(String, Mark)> {
+    let prefix = common_prefix(&s.instances);
+    (!prefix.is_empty()).then(|| (format!("{what}: {prefix}…"), Mark::Note))
 }
 
 /// Where the small multiples go.
@@ -601,6 +650,7 @@ fn draw_instances(root: &Area<'_>, s: &Summary, axes: &Axes, grid: &Grid) -> Dra
     );
     header(root, &title, &legend)?;
     let label = font(11).color(&INK);
+    let prefix = common_prefix(&s.instances);
     let names = groups.iter().flat_map(|g| &g.instances);
     for (k, name) in names.enumerate() {
         let (row, col) = (k / grid.cols, k % grid.cols);
@@ -620,7 +670,7 @@ fn draw_instances(root: &Area<'_>, s: &Summary, axes: &Axes, grid: &Grid) -> Dra
             .margin_left(4)
             .margin_right(6)
             .margin_top(2)
-            .caption(format!("{name}: {end}"), label.clone())
+            .caption(format!("{}: {end}", &name[prefix.len()..]), label.clone())
             .build_cartesian_2d(0f64..axes.t_max, 0f64..axes.instance)?;
         chart.plotting_area().fill(&PLOT_BG)?;
         chart
@@ -699,6 +749,246 @@ fn draw_instances(root: &Area<'_>, s: &Summary, axes: &Axes, grid: &Grid) -> Dra
         desc.transform(FontTransform::Rotate270)
             .pos(Pos::new(HPos::Center, VPos::Top)),
     ))?;
+    Ok(())
+}
+
+/// Colour levels of the heat map above "no connections" (level 0).
+const HEAT_LEVELS: usize = 24;
+/// Steps of the colour scale drawn in the heat map's legend.
+const RAMP_STEPS: usize = 9;
+/// Height of one heat map row, pixels, at most and at least.
+const HEAT_ROW_MAX: u32 = 16;
+const HEAT_ROW_MIN: u32 = 5;
+/// Width of one heat map cell (time bin), pixels.
+const HEAT_CELL_W: f64 = 3.0;
+
+/// The heat map colour of `level` (0: no connections, [`HEAT_LEVELS`]: the
+/// scale's top) on `base`'s ramp: from a pale tint to a dark shade of it.
+fn heat(base: RGBColor, level: usize) -> RGBColor {
+    let f = level.min(HEAT_LEVELS) as f64 / HEAT_LEVELS as f64;
+    let channel = |c: u8| {
+        let c = f64::from(c);
+        let pale = 255.0 - (255.0 - c) * 0.12;
+        let dark = c * 0.55;
+        (pale + (dark - pale) * f).round() as u8
+    };
+    RGBColor(channel(base.0), channel(base.1), channel(base.2))
+}
+
+/// The level of `connections` on a scale up to `top`: 0 only for none, so
+/// that an instance holding a few is never drawn as empty.
+fn heat_level(connections: f64, top: f64) -> usize {
+    if connections <= 0.0 || top <= 0.0 {
+        return 0;
+    }
+    ((connections / top * HEAT_LEVELS as f64).ceil() as usize).clamp(1, HEAT_LEVELS)
+}
+
+/// One heat map row: runs of equal level as `(from s, to s, level)`; time
+/// bins where the instance was not scraped (not yet created, deleted) are
+/// left out. A bin's value is the mean of its samples.
+fn heat_row(s: &Summary, name: &str, bins: usize, t_max: f64, top: f64) -> Vec<(f64, f64, usize)> {
+    let bin_w = t_max / bins as f64;
+    let mut sums = vec![(0.0f64, 0u32); bins];
+    for x in &s.timeline {
+        if let Some(v) = x.per_instance.get(name) {
+            let b = ((x.t / bin_w) as usize).min(bins - 1);
+            sums[b].0 += *v as f64;
+            sums[b].1 += 1;
+        }
+    }
+    let mut out: Vec<(f64, f64, usize)> = Vec::new();
+    for (b, (sum, n)) in sums.into_iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let level = heat_level(sum / f64::from(n), top);
+        let (t0, t1) = (b as f64 * bin_w, (b + 1) as f64 * bin_w);
+        match out.last_mut() {
+            Some(last) if last.2 == level && (last.1 - t0).abs() < bin_w * 1e-6 => last.1 = t1,
+            _ => out.push((t0, t1, level)),
+        }
+    }
+    out
+}
+
+/// Connections per instance as a heat map: one row per instance (the old
+/// set first, each set in name order), time along the x axis, the colour
+/// its connections on its revision's ramp; its end count at the right.
+fn heat_map_svg(s: &Summary, axes: &Axes, width: u32) -> String {
+    let n = s.instances.len() as u32;
+    let row = (360 / n).clamp(HEAT_ROW_MIN, HEAT_ROW_MAX);
+    let legend = heat_legend(s, axes);
+    let height = header_height(&legend, width) as u32 + n * row + 40 + 12;
+    render((width, height), |root| {
+        draw_heat_map(root, s, axes, &legend, row)
+    })
+}
+
+/// The heat map's legend: each revision's colour ramp, then the scale.
+fn heat_legend(s: &Summary, axes: &Axes) -> Vec<(String, Mark)> {
+    let mut legend: Vec<(String, Mark)> = groups(s)
+        .into_iter()
+        .map(|g| (g.label, Mark::Ramp(g.color)))
+        .collect();
+    legend.push((
+        format!(
+            "pale → dark: 0 → {} connections; blank: no instance",
+            thousands(axes.instance)
+        ),
+        Mark::Note,
+    ));
+    legend.extend(prefix_note(s, "rows"));
+    legend
+}
+
+/// The start all of `names` share, up to and including its last `-`: what
+/// row labels can leave out (a fleet's name) when there are several.
+pub fn common_prefix(names: &[String]) -> &str {
+    let [first, rest @ ..] = names else {
+        return "";
+    };
+    if rest.is_empty() {
+        return "";
+    }
+    let mut len = first.len();
+    for n in rest {
+        let same = first
+            .char_indices()
+            .zip(n.chars())
+            .take_while(|((_, a), b)| a == b)
+            .last()
+            .map_or(0, |((i, a), _)| i + a.len_utf8());
+        len = len.min(same);
+    }
+    first[..len].rfind('-').map_or("", |k| &first[..=k])
+}
+
+/// When instance `name` last held connections (its last sample above
+/// zero; it may leave the metrics holding a few, when deleted);
+/// `f64::INFINITY` when it still holds some in the run's last sample.
+fn emptied_at(s: &Summary, name: &str) -> f64 {
+    let holding = |x: &&TimelineSample| x.per_instance.get(name).is_some_and(|v| *v > 0);
+    match s.timeline.last() {
+        Some(x) if holding(&x) => f64::INFINITY,
+        _ => s.timeline.iter().rev().find(holding).map_or(0.0, |x| x.t),
+    }
+}
+
+/// The heat map's rows: set by set (the old set first), each in the order
+/// its instances emptied, then by name (so an evacuation reads as a
+/// staircase whatever order the engine chose), with their colour.
+pub fn heat_rows(s: &Summary) -> Vec<(String, RGBColor)> {
+    groups(s)
+        .into_iter()
+        .flat_map(|g| {
+            let mut names: Vec<(f64, String)> = g
+                .instances
+                .into_iter()
+                .map(|i| (emptied_at(s, &i), i))
+                .collect();
+            // Stable: equal times keep the name order.
+            names.sort_by(|a, b| a.0.total_cmp(&b.0));
+            names.into_iter().map(move |(_, i)| (i, g.color))
+        })
+        .collect()
+}
+
+fn draw_heat_map(
+    root: &Area<'_>,
+    s: &Summary,
+    axes: &Axes,
+    legend: &[(String, Mark)],
+    row: u32,
+) -> DrawResult {
+    let groups = groups(s);
+    let title = format!(
+        "Connections per instance ({} instances, heat map)",
+        s.instances.len()
+    );
+    let area = header(root, &title, legend)?;
+    let names = heat_rows(s);
+    let prefix = common_prefix(&s.instances);
+    let longest = names
+        .iter()
+        .map(|(i, _)| i.chars().count() - prefix.chars().count())
+        .max()
+        .unwrap_or(1);
+    let left = (longest as u32 * 7 + 12).clamp(40, 200);
+    let n = names.len() as f64;
+    let mut chart = ChartBuilder::on(&area)
+        .margin_right(52)
+        .margin_top(4)
+        .margin_bottom(4)
+        .x_label_area_size(40)
+        .y_label_area_size(left)
+        .build_cartesian_2d(0f64..axes.t_max, 0f64..n)?;
+    chart.plotting_area().fill(&PLOT_BG)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("time (s)")
+        .axis_desc_style(font(13).color(&MUTED))
+        .label_style(font(12).color(&INK))
+        .bold_line_style(GRID)
+        .max_light_lines(0)
+        .x_labels(8)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_labels(0)
+        .draw()?;
+    let bins = {
+        let r = chart.plotting_area().get_pixel_range();
+        ((f64::from(r.0.end - r.0.start) / HEAT_CELL_W) as usize).max(1)
+    };
+    // Row k from the top spans y n-k-1 .. n-k.
+    let every = (12 / row as usize).max(1);
+    let small = font(11);
+    for (k, (name, color)) in names.iter().enumerate() {
+        let (y0, y1) = (n - k as f64 - 1.0, n - k as f64);
+        let cells = heat_row(s, name, bins, axes.t_max, axes.instance);
+        chart.draw_series(cells.into_iter().map(|(t0, t1, level)| {
+            let mut r = Rectangle::new([(t0, y1), (t1, y0)], heat(*color, level).filled());
+            r.set_margin(u32::from(row > 8), 0, 0, 0);
+            r
+        }))?;
+        let (_, mid) = chart.backend_coord(&(0.0, y0 + 0.5));
+        let (px0, _) = chart.backend_coord(&(0.0, 0.0));
+        let (px1, _) = chart.backend_coord(&(axes.t_max, 0.0));
+        if k % every == 0 {
+            root.draw(&Text::new(
+                name[prefix.len()..].to_owned(),
+                (px0 - 6, mid),
+                small
+                    .clone()
+                    .color(color)
+                    .pos(Pos::new(HPos::Right, VPos::Center)),
+            ))?;
+        }
+        let end = match s.timeline.last() {
+            Some(x) => x
+                .per_instance
+                .get(name)
+                .map_or_else(|| "gone".to_owned(), |v| thousands(*v as f64)),
+            None => String::new(),
+        };
+        root.draw(&Text::new(
+            end,
+            (px1 + 6, mid),
+            small
+                .clone()
+                .color(&MUTED)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+        ))?;
+    }
+    // A rule between the sets.
+    let mut at = 0.0;
+    for g in groups.iter().take(groups.len().saturating_sub(1)) {
+        at += g.instances.len() as f64;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, n - at), (axes.t_max, n - at)],
+            INK.stroke_width(1),
+        )))?;
+    }
     Ok(())
 }
 
@@ -826,6 +1116,12 @@ mod tests {
         assert_eq!(thousands(100_000.0), "100,000");
         assert_eq!(thousands(999.0), "999");
         assert_eq!(thousands(1000.4), "1,000");
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let fleet = names(&["demo-bg-7fa38-0", "demo-bg-7fa38-11", "demo-bg-76f95-0"]);
+        assert_eq!(common_prefix(&fleet), "demo-bg-");
+        assert_eq!(common_prefix(&names(&["a-1", "a-2"])), "a-");
+        assert_eq!(common_prefix(&names(&["blue", "green"])), "");
+        assert_eq!(common_prefix(&names(&["only-one"])), "");
         let mut names = vec!["a-10", "a-2", "b", "a-1"];
         names.sort_by(|a, b| natural(a).cmp(&natural(b)));
         assert_eq!(names, ["a-1", "a-2", "a-10", "b"]);

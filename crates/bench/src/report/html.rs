@@ -209,10 +209,11 @@ fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
     figure(
         o,
         chart::instances_svg(s, axes, width),
-        "<b>One panel per instance</b>, all on the same scale, the old set first, each set in name order; \
-         the number after each name is its connections at the end (\"gone\" once deleted). \
-         <b>Look for</b> each old instance draining to zero in an even slope, one after the \
-         other, and the new instances ending at equal heights: balanced.",
+        if chart::uses_heat_map(s) {
+            HEAT_MAP_CAPTION
+        } else {
+            SMALL_MULTIPLES_CAPTION
+        },
         NO_INSTANCES,
     );
     figure(
@@ -224,6 +225,21 @@ fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
     );
     o.push_str("</section>\n");
 }
+
+/// Under the per-instance small multiples.
+const SMALL_MULTIPLES_CAPTION: &str = "<b>One panel per instance</b>, all on the same scale, the old \
+     set first, each set in name order; the number after each name is its connections at the end \
+     (\"gone\" once deleted). <b>Look for</b> each old instance draining to zero in an even slope, \
+     one after the other, and the new instances ending at equal heights: balanced.";
+
+/// Under the per-instance heat map (past a dozen instances).
+const HEAT_MAP_CAPTION: &str = "<b>One row per instance</b>, the old set (blue) above the new set \
+     (green), each set in the order its instances emptied, then by name; the colour is its connections, pale to dark on one scale for all \
+     rows (key above); blank where the instance did not exist (not yet created, or deleted); the \
+     number at the right is its connections at the end (\"gone\" once deleted). <b>Look for</b> \
+     the blue rows fading to pale one after the other, each in a short even fade (an evacuation at \
+     the configured rate), the green rows darkening as they fill, and every green row ending in \
+     the same shade and with the same number: balanced.";
 
 /// What stands in for the per-instance charts without per-instance data.
 const NO_INSTANCES: &str = "No connections per instance: they need --metrics (the evacuators' \

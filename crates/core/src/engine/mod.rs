@@ -148,8 +148,8 @@ use std::time::Duration;
 pub use fleet::instance_name;
 pub use types::{
     AVAILABLE, Action, Condition, ConditionStatus, Decision, EvacuationState, EvacuationStats,
-    INSTANCES_KNOWN, Instance, Load, NodeEvacuationStatus, Observed, PROGRESSING, Phase, Spec,
-    Status, TrafficSwitch, reason,
+    EvictionPace, INSTANCES_KNOWN, Instance, Load, NodeEvacuationStatus, Observed, PROGRESSING,
+    Phase, Spec, Status, TrafficSwitch, reason,
 };
 
 use crate::spec::StrategyType;

@@ -720,6 +720,7 @@ fn evacuation(i: &Sim) -> Option<NodeEvacuationStatus> {
             initial_sessions: e.initial_sessions,
             current_sessions: i.sessions,
             evicted_connections: None,
+            eviction_pace: None,
         },
         connection_eviction_rate: u64::try_from(e.strategy.conn_evict_rate).unwrap(),
         session_eviction_rate: u64::try_from(e.strategy.sess_evict_rate).unwrap(),
