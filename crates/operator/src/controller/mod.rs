@@ -32,7 +32,7 @@ use crate::revision::{self, PodShape};
 use crate::status::{self, kube_time};
 use cluster::{ABORT_ANNOTATION, Cluster};
 pub use metrics::Metrics;
-use observe::{PodView, gates};
+use observe::{PodView, gates, settle_endpoints};
 
 /// Condition type published when the spec is refused (with the field named).
 pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -320,6 +320,9 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
     }
 
     let now_text = kube_time(now).0.to_string();
+    // A pod whose readiness is still reaching the endpoints is looked at again
+    // once it has: the gates below may narrow then.
+    let settling = settle_endpoints(&mut views, now);
     for (pod, gate) in gates(&views, decision.status.target_revision()) {
         let Some(v) = views.iter().find(|v| v.name == pod) else {
             continue;
@@ -361,7 +364,11 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
             cluster.delete_revision(n).await?;
         }
     }
-    Ok(Requeue::requeue(decision.requeue_after))
+    let requeue = match settling {
+        Some(wait) => decision.requeue_after.min(wait),
+        None => decision.requeue_after,
+    };
+    Ok(Requeue::requeue(requeue))
 }
 
 fn phase_note(last: &GracefulSetStatus, decision: &Decision) -> String {
