@@ -59,6 +59,7 @@ fn blue_green(replicas: usize) -> Summary {
                 per_instance,
                 reconnects: Some(reconnected),
                 evicted: Some(evicted),
+                http: None,
             }
         })
         .collect();

@@ -311,6 +311,7 @@ mod tests {
                     per_instance,
                     reconnects: Some(moved),
                     evicted: Some(moved),
+                    http: None,
                 }
             })
             .collect();
