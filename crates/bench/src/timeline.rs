@@ -268,7 +268,18 @@ mod tests {
                 scraped(&[("green", 6)], None),
             ],
         );
-        r.push(0.2, 10, 2, None, &[None, scraped(&[("green", 10)], None)]);
+        let http = HttpCounts {
+            requests: 7,
+            non2xx: 1,
+            socket_errors: 2,
+        };
+        r.push(
+            0.2,
+            10,
+            2,
+            Some(http),
+            &[None, scraped(&[("green", 10)], None)],
+        );
         let t = r.finish(&urls);
         let samples = t.samples;
         assert_eq!(samples.len(), 3);
@@ -278,6 +289,8 @@ mod tests {
         assert!(!samples[2].per_instance.contains_key("blue"));
         assert_eq!(samples[2].reconnects, Some(2));
         assert_eq!(samples[2].evicted, None, "no eviction counter: unknown");
+        assert_eq!(samples[2].http, Some(http));
+        assert_eq!(samples[1].http, None);
         assert_eq!(t.revisions["green"], "rev-green");
     }
 
