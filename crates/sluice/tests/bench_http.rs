@@ -86,7 +86,10 @@ fn bench(port: u16, dir: &TempDir, name: &str) -> (Value, String) {
     assert!(text.contains("http requests"), "{text}");
     let summary = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     let html = std::fs::read_to_string(report).unwrap();
-    assert!(html.contains(">\nHTTP errors per second\n</text>"), "no HTTP chart");
+    assert!(
+        html.contains(">\nHTTP errors per second\n</text>"),
+        "no HTTP chart"
+    );
     (summary, html)
 }
 
@@ -97,7 +100,11 @@ fn counted(s: &Value, key: &str) -> Vec<u64> {
         .as_array()
         .expect("timeline")
         .iter()
-        .map(|x| x["http"][key].as_u64().unwrap_or_else(|| panic!("no {key}: {x}")))
+        .map(|x| {
+            x["http"][key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {key}: {x}"))
+        })
         .collect();
     assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{key}: {counts:?}");
     counts
@@ -123,7 +130,10 @@ fn connection_close_is_a_graceful_leave() {
     assert!(requests.last() >= Some(&50), "{requests:?}");
     assert!(counted(&s, "non2xx").iter().all(|n| *n == 0));
     assert!(counted(&s, "socketErrors").iter().all(|n| *n == 0));
-    assert!(html.contains("0 non-2xx, 0 socket errors."), "caption totals");
+    assert!(
+        html.contains("0 non-2xx, 0 socket errors."),
+        "caption totals"
+    );
 }
 
 #[test]
@@ -147,7 +157,10 @@ fn a_503_is_non_2xx_and_a_close_without_warning_is_a_socket_error() {
     for (key, total) in [("non2xx", non2xx), ("socketErrors", errors)] {
         let over_time = counted(&s, key);
         let last = *over_time.last().unwrap();
-        assert!(last >= 10 && last <= total, "{key}: {over_time:?} of {total}");
+        assert!(
+            last >= 10 && last <= total,
+            "{key}: {over_time:?} of {total}"
+        );
         let half = over_time[over_time.len() / 2];
         assert!(half > 0, "{key} counted only at the end: {over_time:?}");
     }

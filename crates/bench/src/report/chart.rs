@@ -437,6 +437,24 @@ fn header<'a>(
     Ok(root.split_vertically(header_height(legend, w)).1)
 }
 
+/// The builder of a chart over time on `area`: the margins and axis label
+/// areas the time charts share, with room for a right-hand axis if asked.
+fn time_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    right_axis: bool,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .margin_right(if right_axis { 4 } else { 16 })
+        .margin_bottom(4)
+        .x_label_area_size(40)
+        .y_label_area_size(72);
+    if right_axis {
+        builder.right_y_label_area_size(72);
+    }
+    builder
+}
+
 fn mesh<'a>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     x_desc: &str,
@@ -473,14 +491,9 @@ fn draw_revisions(root: &Area<'_>, s: &Summary, axes: &Axes) -> DrawResult {
         .map(|g| (g.label.clone(), Mark::Area(g.color)))
         .collect();
     legend.push(("clients connected".to_owned(), Mark::Line(TOTAL)));
-    let left = 72;
     let area = header(root, "Connections per revision", &legend)?;
-    let mut chart = ChartBuilder::on(&area)
-        .margin_right(16)
-        .margin_bottom(4)
-        .x_label_area_size(40)
-        .y_label_area_size(left)
-        .build_cartesian_2d(0f64..axes.t_max, 0f64..axes.connections)?;
+    let mut chart =
+        time_chart(&area, false).build_cartesian_2d(0f64..axes.t_max, 0f64..axes.connections)?;
     mesh(&mut chart, "time (s)", "connections", &|v| thousands(*v))?;
     // Stacked: each group's band sits on the ones before it.
     let mut below = vec![0u64; s.timeline.len()];
@@ -547,12 +560,8 @@ fn draw_rates(root: &Area<'_>, s: &Summary, series: &[RateSeries], axes: &Axes) 
         ));
     }
     let area = header(root, "Evictions and reconnects per second", &legend)?;
-    let mut chart = ChartBuilder::on(&area)
-        .margin_right(16)
-        .margin_bottom(4)
-        .x_label_area_size(40)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0f64..axes.t_max, 0f64..axes.rate)?;
+    let mut chart =
+        time_chart(&area, false).build_cartesian_2d(0f64..axes.t_max, 0f64..axes.rate)?;
     mesh(&mut chart, "time (s)", "per second", &|v| thousands(*v))?;
     if let Some(rate) = s.evict_rate {
         chart.draw_series(DashedLineSeries::new(
@@ -688,12 +697,7 @@ fn draw_http(root: &Area<'_>, series: &HttpSeries, axes: &Axes) -> DrawResult {
         .map(|(label, color)| ((*label).to_owned(), Mark::Line(color)))
         .collect();
     let area = header(root, "HTTP errors per second", &legend)?;
-    let mut chart = ChartBuilder::on(&area)
-        .margin_right(4)
-        .margin_bottom(4)
-        .x_label_area_size(40)
-        .y_label_area_size(72)
-        .right_y_label_area_size(72)
+    let mut chart = time_chart(&area, true)
         .build_cartesian_2d(0f64..axes.t_max, 0f64..axes.errors)?
         .set_secondary_coord(0f64..axes.t_max, 0f64..axes.requests);
     mesh(&mut chart, "time (s)", "errors per second", &|v| {
