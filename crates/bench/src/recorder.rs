@@ -134,6 +134,12 @@ pub struct Counters {
     pub disconnects: AtomicU64,
     /// Attempts that failed.
     pub failures: AtomicU64,
+    /// HTTP requests sent (see [`HttpCounts`]; zero for MQTT and TCP).
+    pub requests: AtomicU64,
+    /// HTTP responses outside 200-299.
+    pub non2xx: AtomicU64,
+    /// HTTP requests that failed at the socket level.
+    pub socket_errors: AtomicU64,
 }
 
 /// A copy of [`Counters`] at one moment.
@@ -152,6 +158,9 @@ pub struct Snapshot {
     pub disconnects: u64,
     /// Failed attempts.
     pub failures: u64,
+    /// HTTP request counts so far.
+    #[serde(default)]
+    pub http: HttpCounts,
 }
 
 impl Counters {
@@ -165,6 +174,11 @@ impl Counters {
             connects: get(&self.connects),
             disconnects: get(&self.disconnects),
             failures: get(&self.failures),
+            http: HttpCounts {
+                requests: get(&self.requests),
+                non2xx: get(&self.non2xx),
+                socket_errors: get(&self.socket_errors),
+            },
         }
     }
 
@@ -177,6 +191,9 @@ impl Counters {
         set(&self.connects, s.connects);
         set(&self.disconnects, s.disconnects);
         set(&self.failures, s.failures);
+        set(&self.requests, s.http.requests);
+        set(&self.non2xx, s.http.non2xx);
+        set(&self.socket_errors, s.http.socket_errors);
     }
 }
 
@@ -191,6 +208,11 @@ impl std::ops::Add for Snapshot {
             connects: self.connects + o.connects,
             disconnects: self.disconnects + o.disconnects,
             failures: self.failures + o.failures,
+            http: HttpCounts {
+                requests: self.http.requests + o.http.requests,
+                non2xx: self.http.non2xx + o.http.non2xx,
+                socket_errors: self.http.socket_errors + o.http.socket_errors,
+            },
         }
     }
 }
@@ -253,6 +275,38 @@ pub struct HttpCounts {
     /// closed before or inside a response without `Connection: close`, an
     /// unparseable response, or a failed reconnect after having been connected.
     pub socket_errors: u64,
+}
+
+/// One client's request counts as it counts them: into its own record and
+/// into the process's live [`Counters`], which the timeline samples.
+pub(crate) struct HttpTally<'a> {
+    record: &'a mut HttpCounts,
+    live: &'a Counters,
+}
+
+impl<'a> HttpTally<'a> {
+    /// Counts into `record` and `live`.
+    pub(crate) fn new(record: &'a mut HttpCounts, live: &'a Counters) -> Self {
+        HttpTally { record, live }
+    }
+
+    /// One more request sent.
+    pub(crate) fn request(&mut self) {
+        self.record.requests += 1;
+        inc(&self.live.requests);
+    }
+
+    /// One more response outside 200-299.
+    pub(crate) fn non2xx(&mut self) {
+        self.record.non2xx += 1;
+        inc(&self.live.non2xx);
+    }
+
+    /// One more request failed at the socket level.
+    pub(crate) fn socket_error(&mut self) {
+        self.record.socket_errors += 1;
+        inc(&self.live.socket_errors);
+    }
 }
 
 impl std::ops::AddAssign for HttpCounts {

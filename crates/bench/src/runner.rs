@@ -130,6 +130,7 @@ pub async fn run_conn_until(
     let latest = timeline::spawn_scrapers(&urls, &rx);
     let recorder = tokio::spawn(timeline::record(
         start,
+        cfg.protocol.counts_requests(),
         counters.clone(),
         latest,
         rx.clone(),

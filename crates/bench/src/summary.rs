@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConnConfig, Protocol};
-use crate::recorder::{Aggregate, describe_cause};
+use crate::recorder::{Aggregate, HttpCounts, describe_cause};
 
 /// Everything a run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +103,11 @@ pub struct TimelineSample {
     /// `sluice_evictions_total` counters; `None` when they do not export it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted: Option<u64>,
+    /// Requests, non-2xx responses and socket errors so far over all
+    /// clients, for protocols that count requests (HTTP/1.1, WebSocket,
+    /// HTTP/2); `None` for MQTT and TCP, and in older summaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCounts>,
 }
 
 /// Percentiles of a set of durations.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::recorder::{Counters, Snapshot};
+use crate::recorder::{Counters, HttpCounts, Snapshot};
 use crate::scrape::{self, MetricsUrl};
 use crate::summary::TimelineSample;
 
@@ -76,6 +76,7 @@ struct RawSample {
     reconnects: u64,
     /// Evictions counted so far over all series.
     evicted: u64,
+    http: Option<HttpCounts>,
     instances: Vec<(usize, u64)>,
 }
 
@@ -109,13 +110,15 @@ pub(crate) struct Timeline {
 }
 
 impl Recording {
-    /// Adds a sample at `t` seconds: clients connected and reconnections so
-    /// far (the bench's own counts), and the latest scrapes.
+    /// Adds a sample at `t` seconds: clients connected, reconnections and
+    /// (for protocols that count requests) request counts so far (the
+    /// bench's own counts), and the latest scrapes.
     pub(crate) fn push(
         &mut self,
         t: f64,
         connected: u64,
         reconnects: u64,
+        http: Option<HttpCounts>,
         scrapes: &[Option<Scraped>],
     ) {
         let mut instances = Vec::new();
@@ -160,6 +163,7 @@ impl Recording {
             connected,
             reconnects,
             evicted: self.evicted,
+            http,
             instances,
         });
     }
@@ -181,6 +185,7 @@ impl Recording {
                 connected: x.connected,
                 reconnects: Some(x.reconnects),
                 evicted: evictions_seen.then_some(x.evicted),
+                http: x.http,
                 per_instance: x
                     .instances
                     .into_iter()
@@ -199,9 +204,11 @@ impl Recording {
 }
 
 /// Samples every [`SAMPLE_EVERY`] from `start` until `stop`: the sum of the
-/// processes' connected clients and reconnections, and the latest scrapes.
+/// processes' connected clients, reconnections and, when `counts_requests`,
+/// request counts, and the latest scrapes.
 pub(crate) async fn record(
     start: Instant,
+    counts_requests: bool,
     counters: Vec<Arc<Counters>>,
     latest: Latest,
     mut stop: watch::Receiver<bool>,
@@ -222,7 +229,8 @@ pub(crate) async fn record(
         let scrapes = latest.lock().map(|s| s.clone()).unwrap_or_default();
         let t = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         let reconnects = now.connects.saturating_sub(now.ever_connected);
-        recording.push(t, now.connected, reconnects, &scrapes);
+        let http = counts_requests.then_some(now.http);
+        recording.push(t, now.connected, reconnects, http, &scrapes);
     }
 }
 
@@ -249,17 +257,29 @@ mod tests {
             .map(|u| u.parse().unwrap())
             .collect();
         let mut r = Recording::default();
-        r.push(0.0, 10, 0, &[scraped(&[("blue", 10)], None), None]);
+        r.push(0.0, 10, 0, None, &[scraped(&[("blue", 10)], None), None]);
         r.push(
             0.1,
             10,
             1,
+            None,
             &[
                 scraped(&[("blue", 4)], None),
                 scraped(&[("green", 6)], None),
             ],
         );
-        r.push(0.2, 10, 2, &[None, scraped(&[("green", 10)], None)]);
+        let http = HttpCounts {
+            requests: 7,
+            non2xx: 1,
+            socket_errors: 2,
+        };
+        r.push(
+            0.2,
+            10,
+            2,
+            Some(http),
+            &[None, scraped(&[("green", 10)], None)],
+        );
         let t = r.finish(&urls);
         let samples = t.samples;
         assert_eq!(samples.len(), 3);
@@ -269,6 +289,8 @@ mod tests {
         assert!(!samples[2].per_instance.contains_key("blue"));
         assert_eq!(samples[2].reconnects, Some(2));
         assert_eq!(samples[2].evicted, None, "no eviction counter: unknown");
+        assert_eq!(samples[2].http, Some(http));
+        assert_eq!(samples[1].http, None);
         assert_eq!(t.revisions["green"], "rev-green");
     }
 
@@ -281,18 +303,21 @@ mod tests {
             0.0,
             0,
             0,
+            None,
             &[scraped(&[("blue", 9), ("green", 0)], Some(&[("blue", 7)]))],
         );
         r.push(
             0.1,
             0,
             0,
+            None,
             &[scraped(&[("blue", 5), ("green", 4)], Some(&[("blue", 11)]))],
         );
         r.push(
             0.2,
             0,
             0,
+            None,
             &[scraped(
                 &[("blue", 2), ("green", 7)],
                 Some(&[("blue", 14), ("green", 2)]),
@@ -303,6 +328,7 @@ mod tests {
             0.3,
             0,
             0,
+            None,
             &[scraped(&[("green", 9)], Some(&[("green", 1)]))],
         );
         let evicted: Vec<_> = r.finish(&urls).samples.iter().map(|s| s.evicted).collect();

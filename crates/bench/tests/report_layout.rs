@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_bench::recorder::Aggregate;
+use sluice_bench::recorder::{Aggregate, HttpCounts};
 use sluice_bench::report::{chart, html};
 use sluice_bench::{ConnConfig, Summary, TimelineSample};
 
@@ -59,6 +59,7 @@ fn blue_green(replicas: usize) -> Summary {
                 per_instance,
                 reconnects: Some(reconnected),
                 evicted: Some(evicted),
+                http: None,
             }
         })
         .collect();
@@ -484,4 +485,98 @@ fn runs_side_by_side_share_their_axes() {
     // The storm's peak, off the scale, is written at the top.
     assert!(rate_charts[1].contains("↑ 100,0"), "peak label");
     assert!(!rate_charts[0].contains('↑'));
+}
+
+/// `s` as an HTTP run: `per_sec` requests each second, and from 14 s to 15 s
+/// `errors` socket errors and `non2xx` non-2xx responses (a naive upgrade's
+/// stopped instances); the counts are cumulative, as the bench records them.
+fn as_http(mut s: Summary, title: &str, errors: u64, non2xx: u64) -> Summary {
+    let per_sec = 2000.0;
+    let burst = |x: &TimelineSample| (x.t - 14.0).clamp(0.0, 1.0);
+    for x in &mut s.timeline {
+        x.http = Some(HttpCounts {
+            requests: (x.t * per_sec) as u64,
+            non2xx: (burst(x) * non2xx as f64) as u64,
+            socket_errors: (burst(x) * errors as f64) as u64,
+        });
+    }
+    let last = s.timeline.last().and_then(|x| x.http).unwrap_or_default();
+    (s.requests, s.non2xx, s.socket_errors) = (
+        Some(last.requests),
+        Some(last.non2xx),
+        Some(last.socket_errors),
+    );
+    s.title = title.into();
+    s
+}
+
+/// The y coordinates of the lines drawn in colour `c` inside the plot area
+/// (not the legend's swatch).
+fn line_ys(svg: &str, c: plotters::style::RGBColor) -> Vec<f64> {
+    let plot = plot_areas(svg)[0];
+    tags(svg, "polyline")
+        .into_iter()
+        .filter(|t| attr(t, "stroke") == Some(hex(c)))
+        .map(|t| {
+            attr(t, "points")
+                .unwrap()
+                .split_whitespace()
+                .map(|p| p.split(',').nth(1).unwrap().parse::<f64>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .filter(|ys| ys.iter().all(|y| *y >= plot.y0))
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn http_runs_chart_errors_over_time_and_mqtt_runs_do_not() {
+    let title = "HTTP errors per second";
+    let mqtt = html::render(&[blue_green(6), blue_green(6)]);
+    assert!(!mqtt.contains(title), "an MQTT run has no HTTP chart");
+    assert!(!mqtt.contains("non-2xx") && !mqtt.contains("repeat(7,auto)"));
+
+    let calm = as_http(blue_green(6), "blue-green over HTTP", 0, 0);
+    let storm = as_http(blue_green(6), "naive over HTTP", 3000, 500);
+    let page = html::render(&[calm, storm]);
+    if let Some(path) = std::env::var_os("SLUICE_REPORT_HTTP_OUT") {
+        std::fs::write(path, &page).unwrap();
+    }
+    assert!(page.contains("grid-template-rows:repeat(7,auto)"));
+    let charts: Vec<&str> = page
+        .split("<svg")
+        .skip(1)
+        .filter(|s| s.contains(&format!(">\n{title}\n</text>")))
+        .collect();
+    assert_eq!(charts.len(), 2, "one HTTP chart per run");
+    for svg in &charts {
+        assert_legend_outside_plots(svg, &chart::HTTP_LEGEND);
+        assert_eq!(plot_areas(svg).len(), 1);
+        for axis in ["time (s)", "errors per second", "requests per second"] {
+            assert!(svg.contains(&format!(">\n{axis}\n</text>")), "axis {axis}");
+        }
+    }
+    let plot = plot_areas(charts[0])[0];
+    for c in [chart::NON2XX, chart::SOCKET_ERRORS] {
+        // Blue-green: flat at zero, the bottom of the plot.
+        let calm = line_ys(charts[0], c);
+        assert!(!calm.is_empty(), "no {} line", hex(c));
+        assert!(
+            calm.iter().all(|y| (y - plot.y1).abs() < 2.0),
+            "{} not flat at zero: {calm:?} vs {plot:?}",
+            hex(c)
+        );
+        // Naive: a spike well above zero.
+        let top = line_ys(charts[1], c).into_iter().fold(f64::MAX, f64::min);
+        assert!(top < plot.y1 - 20.0, "{} has no spike", hex(c));
+    }
+    // Requests flow in both, on the right axis.
+    for svg in &charts {
+        let top = line_ys(svg, chart::REQUESTS)
+            .into_iter()
+            .fold(f64::MAX, f64::min);
+        assert!(top < plot.y1 - 20.0, "no requests line");
+    }
+    assert!(page.contains("Over the run: 238,000 requests, 500 non-2xx, 3,000 socket errors."));
+    assert!(page.contains("<b>Look for</b> both error lines flat at zero"));
 }

@@ -1,7 +1,8 @@
 //! `sluice bench conn --protocol http` against small HTTP/1.1 servers that
 //! behave in known ways: a server that closes every few responses with
 //! `Connection: close` (graceful leaves, no error), and one that answers 503
-//! and then closes without warning (non-2xx and socket errors).
+//! and then closes without warning (non-2xx and socket errors). The
+//! timeline records the counts over time and the report charts them.
 
 mod support;
 
@@ -60,15 +61,19 @@ fn start(behaviour: Behaviour) -> u16 {
     port
 }
 
-/// Runs the bench for 3 s against `port` and returns its JSON summary.
-fn bench(port: u16, dir: &TempDir, name: &str) -> Value {
+/// Runs the bench for 3 s against `port` and returns its JSON summary and
+/// its HTML report.
+fn bench(port: u16, dir: &TempDir, name: &str) -> (Value, String) {
     let json = dir.0.join(format!("{name}.json"));
+    let report = dir.0.join(format!("{name}.html"));
     let out = Command::new(sluice_bin())
         .args(["bench", "conn", "--protocol", "http", "-q", "-c", "20"])
         .args(["--reconnect-period", "100", "--duration", "3", "-p"])
         .arg(port.to_string())
         .arg("--json")
         .arg(&json)
+        .arg("--report")
+        .arg(&report)
         .stdin(Stdio::null())
         .output()
         .expect("run sluice bench");
@@ -79,13 +84,36 @@ fn bench(port: u16, dir: &TempDir, name: &str) -> Value {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("http requests"), "{text}");
-    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+    let summary = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let html = std::fs::read_to_string(report).unwrap();
+    assert!(
+        html.contains(">\nHTTP errors per second\n</text>"),
+        "no HTTP chart"
+    );
+    (summary, html)
+}
+
+/// The timeline's request counts `key` (cumulative), sample by sample; each
+/// sample must have them and they never go back.
+fn counted(s: &Value, key: &str) -> Vec<u64> {
+    let counts: Vec<u64> = s["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|x| {
+            x["http"][key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {key}: {x}"))
+        })
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{key}: {counts:?}");
+    counts
 }
 
 #[test]
 fn connection_close_is_a_graceful_leave() {
     let dir = TempDir::new("bench-http-close");
-    let s = bench(start(Behaviour::CloseEveryFifth), &dir, "close");
+    let (s, html) = bench(start(Behaviour::CloseEveryFifth), &dir, "close");
     assert_eq!(s["protocol"], "http");
     assert!(s["requests"].as_u64().unwrap() >= 100, "{s:#}");
     assert_eq!(s["non2xx"], 0, "{s:#}");
@@ -97,12 +125,21 @@ fn connection_close_is_a_graceful_leave() {
     );
     // Every client saw at least one fifth response.
     assert!(causes["connection_close"].as_u64().unwrap() >= 20, "{s:#}");
+    // Over time: requests flowing, no error at any moment.
+    let requests = counted(&s, "requests");
+    assert!(requests.last() >= Some(&50), "{requests:?}");
+    assert!(counted(&s, "non2xx").iter().all(|n| *n == 0));
+    assert!(counted(&s, "socketErrors").iter().all(|n| *n == 0));
+    assert!(
+        html.contains("0 non-2xx, 0 socket errors."),
+        "caption totals"
+    );
 }
 
 #[test]
 fn a_503_is_non_2xx_and_a_close_without_warning_is_a_socket_error() {
     let dir = TempDir::new("bench-http-drop");
-    let s = bench(start(Behaviour::FailThenDrop), &dir, "drop");
+    let (s, _) = bench(start(Behaviour::FailThenDrop), &dir, "drop");
     let requests = s["requests"].as_u64().unwrap();
     let non2xx = s["non2xx"].as_u64().unwrap();
     let errors = s["socketErrors"].as_u64().unwrap();
@@ -115,4 +152,16 @@ fn a_503_is_non_2xx_and_a_close_without_warning_is_a_socket_error() {
         s["disconnectCauses"].get("connection_close").is_none(),
         "{s:#}"
     );
+    // Over time: the errors show up while the run goes on, and the timeline
+    // never counts more than the totals.
+    for (key, total) in [("non2xx", non2xx), ("socketErrors", errors)] {
+        let over_time = counted(&s, key);
+        let last = *over_time.last().unwrap();
+        assert!(
+            last >= 10 && last <= total,
+            "{key}: {over_time:?} of {total}"
+        );
+        let half = over_time[over_time.len() / 2];
+        assert!(half > 0, "{key} counted only at the end: {over_time:?}");
+    }
 }

@@ -93,4 +93,14 @@ fn http_blue_green_loses_no_request_and_naive_fails_requests_and_cuts_clients_tw
         "naive: the cut connections make requests fail: {context}"
     );
     assert_eq!(lost["pass"], false, "{context}");
+
+    // The report shows requests and errors over time for each strategy,
+    // side by side.
+    let report = std::fs::read_to_string(dir.0.join("report.html")).unwrap();
+    assert_eq!(
+        report.matches(">\nHTTP errors per second\n</text>").count(),
+        3,
+        "one HTTP chart per strategy"
+    );
+    assert!(report.contains("grid-template-rows:repeat(7,auto)"));
 }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::http::host_header;
 use super::{Conn, Ctx, Ended};
-use crate::recorder::{Cause, HttpCounts};
+use crate::recorder::{Cause, HttpTally};
 
 /// The method the calls go to: the tests' `grpcio` echo server's.
 const PATH: &str = "/sluice.Echo/Call";
@@ -40,7 +40,7 @@ pub(super) async fn hold(
     ctx: &Ctx,
     conn: Conn,
     stop: &mut watch::Receiver<bool>,
-    counts: &mut HttpCounts,
+    counts: &mut HttpTally<'_>,
 ) -> Ended {
     let handshake = tokio::select! {
         biased;
@@ -50,7 +50,7 @@ pub(super) async fn hold(
     let (client, connection) = match handshake {
         Ok(c) => c,
         Err(e) => {
-            counts.socket_errors += 1;
+            counts.socket_error();
             return Ended::Lost(cause_of(&e));
         }
     };
@@ -73,15 +73,15 @@ pub(super) async fn hold(
         };
         match call {
             Call::Answered(ok) => {
-                counts.requests += 1;
+                counts.request();
                 if !ok {
-                    counts.non2xx += 1;
+                    counts.non2xx();
                 }
             }
             Call::GoneAway => break Ended::Lost(Cause::GoAway),
             Call::Failed(cause) => {
-                counts.requests += 1;
-                counts.socket_errors += 1;
+                counts.request();
+                counts.socket_error();
                 break Ended::Lost(cause);
             }
         }

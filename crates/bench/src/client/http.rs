@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{Conn, Ctx, Ended, cause_of, compact, fill};
-use crate::recorder::{Cause, HttpCounts};
+use crate::recorder::{Cause, HttpTally};
 
 /// How one request on the connection ended.
 enum Exchange {
@@ -30,7 +30,7 @@ pub(super) async fn hold(
     ctx: &Ctx,
     conn: Conn,
     stop: &mut watch::Receiver<bool>,
-    counts: &mut HttpCounts,
+    counts: &mut HttpTally<'_>,
 ) -> Ended {
     let Conn {
         mut stream,
@@ -50,7 +50,7 @@ pub(super) async fn hold(
             }
             _ = tokio::time::sleep(think) => {}
         }
-        counts.requests += 1;
+        counts.request();
         let exchange = tokio::select! {
             biased;
             _ = crate::stopped(stop) => {
@@ -67,7 +67,7 @@ pub(super) async fn hold(
                 return Ended::Lost(Cause::ConnectionClose);
             }
             Exchange::Failed(cause) => {
-                counts.socket_errors += 1;
+                counts.socket_error();
                 return Ended::Lost(cause);
             }
         }
@@ -79,7 +79,7 @@ async fn exchange(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     request: &[u8],
-    counts: &mut HttpCounts,
+    counts: &mut HttpTally<'_>,
 ) -> Exchange {
     if let Err(e) = stream.write_all(request).await {
         return Exchange::Failed(cause_of(&e));
@@ -125,7 +125,7 @@ async fn exchange(
             }
         }
         if !(200..300).contains(&head.status) {
-            counts.non2xx += 1;
+            counts.non2xx();
         }
         return if head.close {
             Exchange::Close

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::config::{ConnConfig, Protocol};
-use crate::recorder::{Cause, ClientRecord, Counters, SharedSamples, inc};
+use crate::recorder::{Cause, ClientRecord, Counters, HttpTally, SharedSamples, inc};
 
 /// What every client of one process shares.
 pub(crate) struct Ctx {
@@ -75,7 +75,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, index: u32) -> ClientRecord {
                 if ctx.cfg.protocol.counts_requests() && record.connects > 0 {
                     // A server that was serving and now refuses is an error
                     // an HTTP client sees.
-                    record.http.socket_errors += 1;
+                    HttpTally::new(&mut record.http, &ctx.counters).socket_error();
                 }
                 failures_in_row += 1;
             }
@@ -174,12 +174,13 @@ async fn hold(
     stop: &mut watch::Receiver<bool>,
     record: &mut ClientRecord,
 ) -> Ended {
+    let mut counts = HttpTally::new(&mut record.http, &ctx.counters);
     match ctx.cfg.protocol {
         Protocol::Mqtt => mqtt::hold(ctx, index, conn, stop).await,
         Protocol::Tcp => tcp::hold(ctx, conn, stop).await,
-        Protocol::Http => http::hold(ctx, conn, stop, &mut record.http).await,
-        Protocol::Ws => ws::hold(ctx, index, conn, stop, &mut record.http).await,
-        Protocol::H2 => h2::hold(ctx, conn, stop, &mut record.http).await,
+        Protocol::Http => http::hold(ctx, conn, stop, &mut counts).await,
+        Protocol::Ws => ws::hold(ctx, index, conn, stop, &mut counts).await,
+        Protocol::H2 => h2::hold(ctx, conn, stop, &mut counts).await,
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::http::host_header;
 use super::{Conn, Ctx, Ended, Rng, cause_of, compact, fill, read_some};
-use crate::recorder::{Cause, HttpCounts};
+use crate::recorder::{Cause, HttpTally};
 
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_PING: u8 = 0x9;
@@ -125,7 +125,7 @@ pub(super) async fn hold(
     index: u32,
     conn: Conn,
     stop: &mut watch::Receiver<bool>,
-    counts: &mut HttpCounts,
+    counts: &mut HttpTally<'_>,
 ) -> Ended {
     let Conn { stream, buf } = conn;
     let mut s = Socket {
@@ -141,13 +141,13 @@ pub(super) async fn hold(
     match upgraded {
         Ok(true) => {}
         Ok(false) => {
-            counts.requests += 1;
-            counts.non2xx += 1;
+            counts.request();
+            counts.non2xx();
             let _ = s.stream.shutdown().await;
             return Ended::Lost(Cause::ProtocolError);
         }
         Err(cause) => {
-            counts.socket_errors += 1;
+            counts.socket_error();
             return Ended::Lost(cause);
         }
     }
@@ -170,7 +170,7 @@ pub(super) async fn hold(
             let read = ready.and_then(|()| read_some(&s.stream, &mut s.buf));
             match read {
                 Ok(0) => {
-                    counts.socket_errors += 1;
+                    counts.socket_error();
                     return Ended::Lost(Cause::ClosedByPeer);
                 }
                 Ok(_) => {}
@@ -178,7 +178,7 @@ pub(super) async fn hold(
                 // block): nothing came.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
-                    counts.socket_errors += 1;
+                    counts.socket_error();
                     return Ended::Lost(cause_of(&e));
                 }
             }
@@ -193,16 +193,16 @@ pub(super) async fn hold(
             match incoming {
                 Ok(Incoming::Close(code)) => return s.closed(code).await,
                 Ok(Incoming::Message(_)) => {
-                    counts.socket_errors += 1;
+                    counts.socket_error();
                     return Ended::Lost(Cause::ProtocolError);
                 }
                 Err(cause) => {
-                    counts.socket_errors += 1;
+                    counts.socket_error();
                     return Ended::Lost(cause);
                 }
             }
         }
-        counts.requests += 1;
+        counts.request();
         let message = format!("m{n}");
         n += 1;
         let echoed = tokio::select! {
@@ -219,14 +219,14 @@ pub(super) async fn hold(
         match echoed {
             Ok(Incoming::Message(m)) if m == message.as_bytes() => {}
             Ok(Incoming::Message(_)) => {
-                counts.socket_errors += 1;
+                counts.socket_error();
                 return Ended::Lost(Cause::ProtocolError);
             }
             // Closed before the echo: the server did not answer this message
             // (it is counted, not failed: the client sends it again elsewhere).
             Ok(Incoming::Close(code)) => return s.closed(code).await,
             Err(cause) => {
-                counts.socket_errors += 1;
+                counts.socket_error();
                 return Ended::Lost(cause);
             }
         }

@@ -5,6 +5,9 @@
 //!   clients connected on top: the shape of the upgrade in one look;
 //! * evictions and reconnections per second against the configured
 //!   `connEvictRate`: the pace, and whether there was a storm;
+//! * for runs whose clients send requests (HTTP/1.1, WebSocket, HTTP/2),
+//!   non-2xx responses and socket errors per second, with requests per
+//!   second on a second axis: whether the upgrade cost any request;
 //! * connections per instance as small multiples on shared axes: each
 //!   instance drains or fills, and the new ones end at equal heights; past
 //!   [`SMALL_MULTIPLES_MAX`] instances, as an instance × time heat map (one
@@ -24,6 +27,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::recorder::HttpCounts;
 use crate::summary::{Summary, TimelineSample};
 
 const FONT: &str = "sans-serif";
@@ -50,6 +54,12 @@ const UNGROUPED: RGBColor = RGBColor(100, 125, 160);
 pub const EVICTIONS: RGBColor = RGBColor(214, 90, 30);
 /// Reconnections per second.
 pub const RECONNECTS: RGBColor = RGBColor(120, 70, 180);
+/// Non-2xx responses per second.
+pub const NON2XX: RGBColor = RGBColor(205, 45, 55);
+/// Socket errors per second.
+pub const SOCKET_ERRORS: RGBColor = RGBColor(232, 142, 40);
+/// Requests per second (context, on the right axis).
+pub const REQUESTS: RGBColor = RGBColor(160, 160, 168);
 /// The configured rate.
 const REFERENCE: RGBColor = RGBColor(120, 120, 120);
 /// The window evictions per second are counted over, seconds: the
@@ -84,6 +94,10 @@ pub struct Axes {
     pub instance: f64,
     /// Per second, for the rate chart (already clipped).
     pub rate: f64,
+    /// Non-2xx responses and socket errors per second, for the HTTP chart.
+    pub errors: f64,
+    /// Requests per second, the HTTP chart's right axis.
+    pub requests: f64,
     /// Histogram buckets (0 ..= the most disconnects any client saw).
     pub buckets: u32,
     /// The largest histogram bar.
@@ -106,7 +120,15 @@ impl Axes {
         } else {
             nice(rate_data.max(configured * 1.5))
         };
+        let http: Vec<HttpSeries> = runs.iter().filter_map(http_series).collect();
+        let http_max = |f: &dyn Fn(&HttpSeries) -> &Vec<Bucket>| {
+            http.iter()
+                .flat_map(|h| f(h).iter().map(|b| b.per_sec))
+                .fold(0.0, f64::max)
+        };
         Axes {
+            errors: nice(http_max(&|h| &h.non2xx).max(http_max(&|h| &h.socket_errors))),
+            requests: nice(http_max(&|h| &h.requests)),
             t_max: max(&|s| s.timeline.last().map_or(0.0, |x| x.t).max(s.duration_secs)).max(0.1),
             connections: nice(max(&|s| {
                 s.timeline
@@ -238,10 +260,8 @@ pub struct RateSeries {
 }
 
 /// The rate chart's series: evictions per second (when the evacuators export
-/// their counter) and reconnections per second (when recorded). Further
-/// per-second series — HTTP errors and non-2xx answers once the bench
-/// records them — belong here; a series with no data is left out, and the
-/// chart with it when none has any.
+/// their counter) and reconnections per second (when recorded); a series
+/// with no data is left out, and the chart with it when none has any.
 pub fn rate_series(s: &Summary) -> Vec<RateSeries> {
     let mut out = Vec::new();
     let counter = |f: fn(&TimelineSample) -> Option<u64>| -> Option<Vec<(f64, u64)>> {
@@ -417,6 +437,24 @@ fn header<'a>(
     Ok(root.split_vertically(header_height(legend, w)).1)
 }
 
+/// The builder of a chart over time on `area`: the margins and axis label
+/// areas the time charts share, with room for a right-hand axis if asked.
+fn time_chart<'a, 'b>(
+    area: &'a Area<'b>,
+    right_axis: bool,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .margin_right(if right_axis { 4 } else { 16 })
+        .margin_bottom(4)
+        .x_label_area_size(40)
+        .y_label_area_size(72);
+    if right_axis {
+        builder.right_y_label_area_size(72);
+    }
+    builder
+}
+
 fn mesh<'a>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     x_desc: &str,
@@ -453,14 +491,9 @@ fn draw_revisions(root: &Area<'_>, s: &Summary, axes: &Axes) -> DrawResult {
         .map(|g| (g.label.clone(), Mark::Area(g.color)))
         .collect();
     legend.push(("clients connected".to_owned(), Mark::Line(TOTAL)));
-    let left = 72;
     let area = header(root, "Connections per revision", &legend)?;
-    let mut chart = ChartBuilder::on(&area)
-        .margin_right(16)
-        .margin_bottom(4)
-        .x_label_area_size(40)
-        .y_label_area_size(left)
-        .build_cartesian_2d(0f64..axes.t_max, 0f64..axes.connections)?;
+    let mut chart =
+        time_chart(&area, false).build_cartesian_2d(0f64..axes.t_max, 0f64..axes.connections)?;
     mesh(&mut chart, "time (s)", "connections", &|v| thousands(*v))?;
     // Stacked: each group's band sits on the ones before it.
     let mut below = vec![0u64; s.timeline.len()];
@@ -527,12 +560,8 @@ fn draw_rates(root: &Area<'_>, s: &Summary, series: &[RateSeries], axes: &Axes) 
         ));
     }
     let area = header(root, "Evictions and reconnects per second", &legend)?;
-    let mut chart = ChartBuilder::on(&area)
-        .margin_right(16)
-        .margin_bottom(4)
-        .x_label_area_size(40)
-        .y_label_area_size(72)
-        .build_cartesian_2d(0f64..axes.t_max, 0f64..axes.rate)?;
+    let mut chart =
+        time_chart(&area, false).build_cartesian_2d(0f64..axes.t_max, 0f64..axes.rate)?;
     mesh(&mut chart, "time (s)", "per second", &|v| thousands(*v))?;
     if let Some(rate) = s.evict_rate {
         chart.draw_series(DashedLineSeries::new(
@@ -563,6 +592,137 @@ fn draw_rates(root: &Area<'_>, s: &Summary, series: &[RateSeries], axes: &Axes) 
                 font(12).color(&r.color).pos(Pos::new(anchor, VPos::Top)),
             )))?;
         }
+    }
+    Ok(())
+}
+
+/// A counter's increase over one second of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Seconds since the start: the bucket is `from..to`.
+    pub from: f64,
+    /// Its end: one second later, or the end of the run for the last one.
+    pub to: f64,
+    /// The increase divided by the bucket's length.
+    pub per_sec: f64,
+}
+
+/// A counter sampled at `(seconds, value)` (starting from zero at the start
+/// of the run) in one-second buckets; the last, partial second is divided by
+/// its length.
+pub fn per_second_buckets(counter: &[(f64, u64)]) -> Vec<Bucket> {
+    let mut out = Vec::new();
+    let (mut from, mut at_from, mut last) = (0.0, 0u64, 0u64);
+    for &(t, v) in counter {
+        while t > from + 1.0 + 1e-9 {
+            out.push(Bucket {
+                from,
+                to: from + 1.0,
+                per_sec: last.saturating_sub(at_from) as f64,
+            });
+            (from, at_from) = (from + 1.0, last);
+        }
+        last = v;
+    }
+    if let Some(&(end, _)) = counter.last().filter(|(end, _)| *end > from + 1e-9) {
+        out.push(Bucket {
+            from,
+            to: end,
+            per_sec: last.saturating_sub(at_from) as f64 / (end - from),
+        });
+    }
+    out
+}
+
+/// The HTTP chart's series, in one-second buckets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSeries {
+    /// Requests sent per second.
+    pub requests: Vec<Bucket>,
+    /// Responses outside 200-299 per second.
+    pub non2xx: Vec<Bucket>,
+    /// Requests failed at the socket level per second.
+    pub socket_errors: Vec<Bucket>,
+}
+
+/// The HTTP chart's series; `None` when the run's timeline has no request
+/// counts (MQTT, TCP, or a summary written before they were recorded).
+pub fn http_series(s: &Summary) -> Option<HttpSeries> {
+    let counts: Vec<(f64, HttpCounts)> = s
+        .timeline
+        .iter()
+        .map(|x| Some((x.t, x.http?)))
+        .collect::<Option<Vec<_>>>()
+        .filter(|c| !c.is_empty())?;
+    let of = |f: fn(&HttpCounts) -> u64| {
+        let counter: Vec<(f64, u64)> = counts.iter().map(|(t, c)| (*t, f(c))).collect();
+        per_second_buckets(&counter)
+    };
+    Some(HttpSeries {
+        requests: of(|c| c.requests),
+        non2xx: of(|c| c.non2xx),
+        socket_errors: of(|c| c.socket_errors),
+    })
+}
+
+/// The legend entries of the HTTP chart.
+pub const HTTP_LEGEND: [&str; 3] = [
+    "non-2xx responses/s",
+    "socket errors/s",
+    "requests/s (right axis)",
+];
+
+/// Non-2xx responses and socket errors per second, with requests per second
+/// on a right-hand axis, as SVG `width` pixels wide; `None` when the run did
+/// not count requests.
+pub fn http_svg(s: &Summary, axes: &Axes, width: u32) -> Option<String> {
+    let series = http_series(s)?;
+    Some(render((width, height(width)), |root| {
+        draw_http(root, &series, axes)
+    }))
+}
+
+/// A bucketed series as a step line.
+fn steps(buckets: &[Bucket], top: f64) -> Vec<(f64, f64)> {
+    buckets
+        .iter()
+        .flat_map(|b| [(b.from, b.per_sec.min(top)), (b.to, b.per_sec.min(top))])
+        .collect()
+}
+
+fn draw_http(root: &Area<'_>, series: &HttpSeries, axes: &Axes) -> DrawResult {
+    let legend: Vec<(String, Mark)> = HTTP_LEGEND
+        .iter()
+        .zip([NON2XX, SOCKET_ERRORS, REQUESTS])
+        .map(|(label, color)| ((*label).to_owned(), Mark::Line(color)))
+        .collect();
+    let area = header(root, "HTTP errors per second", &legend)?;
+    let mut chart = time_chart(&area, true)
+        .build_cartesian_2d(0f64..axes.t_max, 0f64..axes.errors)?
+        .set_secondary_coord(0f64..axes.t_max, 0f64..axes.requests);
+    mesh(&mut chart, "time (s)", "errors per second", &|v| {
+        thousands(*v)
+    })?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("requests per second")
+        .axis_desc_style(font(13).color(&MUTED))
+        .label_style(font(12).color(&INK))
+        .y_labels(6)
+        .y_label_formatter(&|v| thousands(*v))
+        .draw()?;
+    chart.draw_secondary_series(LineSeries::new(
+        steps(&series.requests, axes.requests),
+        REQUESTS.stroke_width(2),
+    ))?;
+    for (buckets, color) in [
+        (&series.socket_errors, SOCKET_ERRORS),
+        (&series.non2xx, NON2XX),
+    ] {
+        chart.draw_series(LineSeries::new(
+            steps(buckets, axes.errors),
+            color.stroke_width(2),
+        ))?;
     }
     Ok(())
 }
@@ -1137,5 +1297,22 @@ mod tests {
         assert_eq!(r.len(), 20);
         assert!((r[8].1 - 500.0).abs() < 1e-6, "{r:?}");
         assert_eq!(r.last().unwrap().1, 0.0);
+    }
+
+    #[test]
+    fn counters_in_one_second_buckets() {
+        // 30 per 100 ms for 1.5 s, then nothing until 2.5 s.
+        let c: Vec<(f64, u64)> = (1..=25)
+            .map(|k| (f64::from(k) / 10.0, (k.min(15) * 30) as u64))
+            .collect();
+        let b = per_second_buckets(&c);
+        let rates: Vec<(f64, f64, f64)> = b.iter().map(|b| (b.from, b.to, b.per_sec)).collect();
+        assert_eq!(rates.len(), 3, "{rates:?}");
+        assert!((rates[0].2 - 300.0).abs() < 1e-6, "{rates:?}");
+        assert!((rates[1].2 - 150.0).abs() < 1e-6, "{rates:?}");
+        // The last half second: nothing, over its own length.
+        assert_eq!((rates[2].0, rates[2].2), (2.0, 0.0));
+        assert!((rates[2].1 - 2.5).abs() < 1e-9);
+        assert!(per_second_buckets(&[]).is_empty());
     }
 }

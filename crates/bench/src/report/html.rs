@@ -70,14 +70,23 @@ pub fn render(summaries: &[Summary]) -> String {
     } else {
         960
     };
+    // A page with request counts gets the HTTP chart in every section, so
+    // that side by side the same chart stands in the same row.
+    let http = summaries.iter().any(|s| chart::http_series(s).is_some());
     if columns > 1 {
+        // One grid row per section part: heading, table, the charts.
+        let rows = if http {
+            ";grid-template-rows:repeat(7,auto)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             o,
-            "<div class=\"runs\" style=\"grid-template-columns:repeat({columns},1fr)\">"
+            "<div class=\"runs\" style=\"grid-template-columns:repeat({columns},1fr){rows}\">"
         );
     }
     for s in summaries {
-        section(&mut o, s, &axes, width);
+        section(&mut o, s, &axes, width, http);
     }
     if columns > 1 {
         o.push_str("</div>\n");
@@ -94,7 +103,8 @@ pub fn write(path: &Path, summaries: &[Summary]) -> Result<(), BenchError> {
     })
 }
 
-fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
+/// One run's section; `http`: the page shows the HTTP chart.
+fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32, http: bool) {
     let _ = writeln!(o, "<section>\n<h2>{}</h2>", escape(&s.title));
     let causes = |map: &std::collections::BTreeMap<String, u64>| {
         if map.is_empty() {
@@ -206,6 +216,15 @@ fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
         ),
         "No rates: this summary was written before the bench recorded them.",
     );
+    if http {
+        figure(
+            o,
+            chart::http_svg(s, axes, width),
+            &http_caption(s),
+            "No requests over time: this run's clients send no requests (MQTT, TCP), or its \
+             summary was written before the bench recorded them.",
+        );
+    }
     figure(
         o,
         chart::instances_svg(s, axes, width),
@@ -224,6 +243,27 @@ fn section(o: &mut String, s: &Summary, axes: &chart::Axes, width: u32) {
         "",
     );
     o.push_str("</section>\n");
+}
+
+/// Under the HTTP chart, with the run's totals.
+fn http_caption(s: &Summary) -> String {
+    let totals = match (s.requests, s.non2xx, s.socket_errors) {
+        (Some(requests), Some(non2xx), Some(errors)) => format!(
+            " Over the run: {} requests, {} non-2xx, {} socket errors.",
+            chart::thousands(requests as f64),
+            chart::thousands(non2xx as f64),
+            chart::thousands(errors as f64)
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "<b>Non-2xx responses</b> (red) and <b>socket errors</b> (orange: resets, connections \
+         closed inside a response, refused reconnects) per second, counted by the clients in \
+         one-second buckets; grey: <b>requests per second</b> on the right axis, for scale. \
+         <b>Look for</b> both error lines flat at zero through the whole upgrade while the \
+         requests keep flowing (blue-green: every request answered); spikes when instances stop \
+         are requests lost (naive: the stopped instances' clients see resets and refusals).{totals}"
+    )
 }
 
 /// Under the per-instance small multiples.
@@ -311,6 +351,7 @@ mod tests {
                     per_instance,
                     reconnects: Some(moved),
                     evicted: Some(moved),
+                    http: None,
                 }
             })
             .collect();
