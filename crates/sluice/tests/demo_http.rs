@@ -27,15 +27,15 @@ fn strategy<'a>(summary: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} in {summary:#}"))
 }
 
-/// Runs `sluice demo --app APP --strategy STRATEGY` with `clients` clients
-/// on two replicas; returns summary.json and the progress on stderr, after
+/// Runs `sluice demo --app APP --strategy STRATEGY --rate RATE` with
+/// `clients` clients on two replicas; returns summary.json and the progress on stderr, after
 /// checking that the fleet is `sluice serve-http` behind `protocol: http`.
-fn demo(app: &str, strategy: &str, clients: u64) -> (Value, String) {
+fn demo(app: &str, strategy: &str, clients: u64, rate: u32) -> (Value, String) {
     let dir = TempDir::new(&format!("demo-{app}"));
     let out = Command::new(sluice_bin())
         .args(["demo", "--app", app, "--strategy", strategy, "--clients"])
         .arg(clients.to_string())
-        .args(["--replicas", "2", "--json", "--out"])
+        .args(["--rate", &rate.to_string(), "--replicas", "2", "--json", "--out"])
         .arg(&dir.0)
         .stdin(Stdio::null())
         .output()
@@ -66,7 +66,7 @@ fn assert_nothing_lost(r: &Value, name: &str, clients: u64, stderr: &str) {
 
 #[test]
 fn http_blue_green_loses_no_request_and_naive_fails_requests_and_cuts_clients_twice() {
-    let (s, stderr) = demo("http", "all", CLIENTS);
+    let (s, stderr) = demo("http", "all", CLIENTS, 500);
 
     // Blue-green and rolling evacuate: every request answered 2xx, no socket
     // error, each client left gracefully at most once, all back at the end.
@@ -114,10 +114,12 @@ fn http_blue_green_loses_no_request_and_naive_fails_requests_and_cuts_clients_tw
 }
 
 /// `--app ws|grpc` blue-green: all five promises hold, and the old
-/// instances' clients left through the protocol's own graceful close.
+/// instances' clients left through the protocol's own graceful close. At 20
+/// connections a second, each old instance's 20 take about a second: long
+/// enough for the demo's 100 ms status polls to see the evacuators' pace.
 fn blue_green_keeps_every_promise(app: &str, graceful: &str) {
     const FEW: u64 = 40;
-    let (s, stderr) = demo(app, "blue-green", FEW);
+    let (s, stderr) = demo(app, "blue-green", FEW, 20);
     let r = strategy(&s, "blue-green");
     assert_nothing_lost(r, app, FEW, &stderr);
     let context = format!("{r:#}\n{stderr}");

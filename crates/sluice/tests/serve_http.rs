@@ -78,7 +78,7 @@ fn python_websockets_clients_get_every_message_echoed() {
         \x20       await ws.send(b'\\x00\\x01bin')\n\
         \x20       got = await ws.recv()\n\
         \x20       await ws.close(4001)\n\
-        \x20   print(repr(got), ws.close_rcvd.code if ws.close_rcvd else None)\n\
+        \x20   print(repr(got), ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None)\n\
         asyncio.run(main())\n";
     let out = Command::new(&python)
         .args(["-c", script, &format!("ws://{addr}/")])
