@@ -204,7 +204,11 @@ async fn answer_h2(
             received.extend_from_slice(&chunk);
         }
     }
-    let content_type = if grpc { "application/grpc" } else { "text/plain" };
+    let content_type = if grpc {
+        "application/grpc"
+    } else {
+        "text/plain"
+    };
     let response = http::Response::builder()
         .status(200)
         .header(http::header::CONTENT_TYPE, content_type)

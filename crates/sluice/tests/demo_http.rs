@@ -7,7 +7,7 @@
 //! next old instance and are cut again. `--app ws` and `--app grpc` run the
 //! bench's WebSocket and h2c (gRPC-shaped) clients through the same fleet:
 //! blue-green evacuates them (Close 1001, GOAWAY) without a failed message
-//! or call.
+//! or call, while naive's cut connections fail some (socket errors).
 
 mod support;
 
@@ -35,7 +35,14 @@ fn demo(app: &str, strategy: &str, clients: u64, rate: u32) -> (Value, String) {
     let out = Command::new(sluice_bin())
         .args(["demo", "--app", app, "--strategy", strategy, "--clients"])
         .arg(clients.to_string())
-        .args(["--rate", &rate.to_string(), "--replicas", "2", "--json", "--out"])
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--replicas",
+            "2",
+            "--json",
+            "--out",
+        ])
         .arg(&dir.0)
         .stdin(Stdio::null())
         .output()
@@ -45,7 +52,11 @@ fn demo(app: &str, strategy: &str, clients: u64, rate: u32) -> (Value, String) {
     let s: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("--json printed no JSON ({e}):\n{stderr}"));
     assert_eq!(s["app"], app);
-    let folder = if strategy == "all" { "blue-green" } else { strategy };
+    let folder = if strategy == "all" {
+        "blue-green"
+    } else {
+        strategy
+    };
     let fleet = std::fs::read_to_string(dir.0.join(folder).join("fleet.yaml")).unwrap();
     assert!(fleet.contains("protocol: http"), "{fleet}");
     assert!(fleet.contains("serve-http"), "{fleet}");
@@ -114,7 +125,8 @@ fn http_blue_green_loses_no_request_and_naive_fails_requests_and_cuts_clients_tw
 }
 
 /// `--app ws|grpc` blue-green: all five promises hold, and the old
-/// instances' clients left through the protocol's own graceful close. At 20
+/// instances' clients left through the protocol's own graceful close; naive
+/// cuts clients twice and fails messages or calls. At 20
 /// connections a second, each old instance's 20 take about a second: long
 /// enough for the demo's 100 ms status polls to see the evacuators' pace.
 fn blue_green_keeps_every_promise(app: &str, graceful: &str) {
@@ -135,14 +147,22 @@ fn blue_green_keeps_every_promise(app: &str, graceful: &str) {
         causes.get(graceful).and_then(Value::as_u64) >= Some(FEW / 4),
         "the old instances' clients were evicted with {graceful}: {context}"
     );
+
+    let (s, stderr) = demo(app, "naive", FEW, 20);
+    let naive = strategy(&s, "naive");
+    let context = format!("{naive:#}\n{stderr}");
+    let lost = &naive["promises"]["nothingLost"];
+    assert!(lost["socketErrors"].as_u64() > Some(0), "{context}");
+    assert_eq!(lost["pass"], false, "{context}");
+    assert_eq!(naive["promises"]["once"]["pass"], false, "{context}");
 }
 
 #[test]
-fn ws_blue_green_closes_with_1001_and_loses_no_message() {
+fn ws_blue_green_closes_with_1001_and_loses_no_message_and_naive_fails_some() {
     blue_green_keeps_every_promise("ws", "ws_close:1001");
 }
 
 #[test]
-fn grpc_blue_green_goes_away_and_loses_no_call() {
+fn grpc_blue_green_goes_away_and_loses_no_call_and_naive_fails_some() {
     blue_green_keeps_every_promise("grpc", "goaway");
 }
