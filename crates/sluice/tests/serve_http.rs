@@ -37,12 +37,18 @@ fn pipelined_requests_are_answered_in_order_and_close_is_clean() {
     assert_eq!(all, expected);
 }
 
+/// Runs `tool` against a fresh serve-http for two seconds at full speed and
+/// checks that it saw no error; returns its own text.
+fn no_error_from(tool: Tool, connections: u32) -> String {
+    let (_server, addr) = serve_http("blue");
+    let load = tool.finish(tool.start(&format!("http://{addr}/"), connections, 2));
+    assert_eq!((load.non_2xx, load.socket_errors), (0, 0), "{}", load.raw);
+    load.raw
+}
+
 #[test]
 fn wrk_sees_no_error() {
-    let (_server, addr) = serve_http("blue");
-    let child = Tool::Wrk.start(&format!("http://{addr}/"), 20, 2);
-    let load = Tool::Wrk.finish(child);
-    assert_eq!((load.non_2xx, load.socket_errors), (0, 0), "{}", load.raw);
+    no_error_from(Tool::Wrk, 20);
 }
 
 #[test]
@@ -95,13 +101,9 @@ fn python_websockets_clients_get_every_message_echoed() {
 
 #[test]
 fn h2load_over_h2c_sees_no_error() {
-    let (_server, addr) = serve_http("blue");
-    let child = Tool::H2c.start(&format!("http://{addr}/"), 10, 2);
-    let load = Tool::H2c.finish(child);
-    assert_eq!((load.non_2xx, load.socket_errors), (0, 0), "{}", load.raw);
+    let raw = no_error_from(Tool::H2c, 10);
     assert!(
-        load.raw.contains("Application protocol: h2c"),
-        "h2load spoke HTTP/2: {}",
-        load.raw
+        raw.contains("Application protocol: h2c"),
+        "h2load spoke HTTP/2: {raw}"
     );
 }
