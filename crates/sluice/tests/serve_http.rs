@@ -2,7 +2,9 @@
 //! pipelining, HEAD, chunked and sized request bodies, `Connection: close`
 //! honoured with a clean close, and wrk at full speed sees no error; on the
 //! same port, Python `websockets` clients get every message echoed and their
-//! Close answered, and h2load over h2c sees every request answered 2xx.
+//! Close answered, h2load over h2c sees every request answered 2xx, and
+//! Python `grpcio` clients get every unary call's message back with
+//! `grpc-status: 0`.
 
 mod support;
 
@@ -106,4 +108,24 @@ fn h2load_over_h2c_sees_no_error() {
         raw.contains("Application protocol: h2c"),
         "h2load spoke HTTP/2: {raw}"
     );
+}
+
+#[test]
+fn grpcio_calls_are_echoed_with_status_ok() {
+    let (_server, addr) = serve_http("blue");
+    // Four channels (HTTP/2 connections) call /sluice.Echo/Call for two
+    // seconds, each checking that the answer is its message.
+    let out = Command::new(python_with("grpc", "grpcio"))
+        .arg(peer("grpc_echo_client.py"))
+        .args([&addr.to_string(), "4", "2"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the grpcio clients");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let totals: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(totals["ok"].as_u64() > Some(100), "{totals}");
+    assert_eq!(totals["failed"], 0, "{totals}");
 }
