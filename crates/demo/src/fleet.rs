@@ -66,8 +66,8 @@ pub enum AppKind {
         /// Its generated configuration file.
         config: PathBuf,
     },
-    /// `sluice serve-http --port {port}` (this binary): an HTTP/1.1
-    /// keep-alive server, evacuated with `protocol: http`.
+    /// `sluice serve-http --port {port}` (this binary): an HTTP/1.1,
+    /// WebSocket and h2c server, evacuated with `protocol: http`.
     Http {
         /// The sluice binary, absolute.
         sluice: PathBuf,

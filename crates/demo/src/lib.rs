@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use fleet::{AppKind, Strategy};
+use sluice_bench::config::Protocol;
 
 /// Flags of `sluice demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,8 +45,9 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 500)]
     pub rate: u32,
     /// What each instance runs: sluice's built-in broker, mosquitto (Debian
-    /// package `mosquitto`), or sluice's built-in HTTP/1.1 server (`http`: the
-    /// clients are HTTP keep-alive request loops).
+    /// package `mosquitto`), or sluice's built-in HTTP server (`sluice
+    /// serve-http`) with HTTP/1.1 keep-alive request loops (`http`), WebSocket
+    /// echo loops (`ws`) or gRPC-shaped calls over h2c (`grpc`) as clients.
     #[arg(long, value_enum, default_value_t = AppArg::Builtin)]
     pub app: AppArg,
     /// Folder for report.html, summary.json and each strategy's fleet files and logs.
@@ -103,6 +105,10 @@ pub enum AppArg {
     Mosquitto,
     /// `sluice serve-http` with HTTP/1.1 keep-alive clients.
     Http,
+    /// `sluice serve-http` with WebSocket clients (messages and their echoes).
+    Ws,
+    /// `sluice serve-http` with HTTP/2 cleartext clients (gRPC-shaped calls).
+    Grpc,
 }
 
 impl AppArg {
@@ -112,6 +118,18 @@ impl AppArg {
             AppArg::Builtin => "builtin",
             AppArg::Mosquitto => "mosquitto",
             AppArg::Http => "http",
+            AppArg::Ws => "ws",
+            AppArg::Grpc => "grpc",
+        }
+    }
+
+    /// The protocol the demo's clients speak.
+    fn client_protocol(self) -> Protocol {
+        match self {
+            AppArg::Builtin | AppArg::Mosquitto => Protocol::Mqtt,
+            AppArg::Http => Protocol::Http,
+            AppArg::Ws => Protocol::Ws,
+            AppArg::Grpc => Protocol::H2,
         }
     }
 }
@@ -228,7 +246,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             })?;
             AppKind::Mosquitto { mosquitto, config }
         }
-        AppArg::Http => AppKind::Http {
+        AppArg::Http | AppArg::Ws | AppArg::Grpc => AppKind::Http {
             sluice: sluice.clone(),
         },
     };
@@ -245,7 +263,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         match args.app {
             AppArg::Builtin => "built-in broker",
             AppArg::Mosquitto => "mosquitto",
-            AppArg::Http => "built-in HTTP/1.1 server",
+            AppArg::Http => "built-in HTTP server, HTTP/1.1 clients",
+            AppArg::Ws => "built-in HTTP server, WebSocket clients",
+            AppArg::Grpc => "built-in HTTP server, gRPC (h2c) clients",
         },
         strategies
             .iter()
@@ -261,6 +281,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             replicas: args.replicas,
             rate: args.rate,
             app: app.clone(),
+            client_protocol: args.app.client_protocol(),
             sluice: sluice.clone(),
             dir: out.join(strategy.label()),
             faults,

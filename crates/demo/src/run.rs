@@ -27,9 +27,9 @@ const SETTLED_FOR: Duration = Duration::from_secs(1);
 /// the clients a naive restart cuts are back, on another old instance, before the
 /// next one is cut.
 pub const START_DELAY_SECONDS: u32 = 2;
-/// The HTTP clients' think time between requests, ms: thousands of clients
-/// at the bench's default 10 ms would saturate a small machine (and the
-/// front with it, slowing its evictions); 100 ms keeps every connection busy
+/// The HTTP, WebSocket and h2 clients' think time between requests, ms:
+/// thousands of clients at the bench's default 10 ms would saturate a small
+/// machine (and the front with it, slowing its evictions); 100 ms keeps every connection busy
 /// enough that a marked one leaves within about a tenth of a second.
 const HTTP_INTERVAL_MS: u64 = 100;
 /// The longest wait for clients to settle after the upgrade.
@@ -48,6 +48,9 @@ pub struct Plan {
     pub rate: u32,
     /// The app.
     pub app: AppKind,
+    /// The protocol the clients speak (the app's, or one `sluice serve-http`
+    /// answers).
+    pub client_protocol: sluice_bench::config::Protocol,
     /// The sluice binary.
     pub sluice: PathBuf,
     /// This strategy's folder (fleet files, logs).
@@ -192,8 +195,8 @@ pub async fn run(plan: &Plan) -> Result<StrategyResult, DemoError> {
     cfg.client_id = format!("sluice_demo_{label}_%i");
     cfg.metrics = vec![up.metrics_url()];
     cfg.evict_rate = Some(f64::from(plan.rate));
-    if let AppKind::Http { .. } = plan.app {
-        cfg.protocol = sluice_bench::config::Protocol::Http;
+    cfg.protocol = plan.client_protocol;
+    if cfg.protocol.counts_requests() {
         cfg.http_interval_ms = HTTP_INTERVAL_MS;
     }
     cfg.source_ips = plan.source_ips;

@@ -77,6 +77,8 @@ pub enum Tool {
     Oha,
     /// `h2load --h1` (Debian `nghttp2-client`).
     H2load,
+    /// h2load over HTTP/2 cleartext with prior knowledge (h2c).
+    H2c,
 }
 
 /// The counts a tool reports.
@@ -130,9 +132,12 @@ impl Tool {
                     .args(["--output-format", "json", url]);
                 cmd
             }
-            Tool::H2load => {
+            Tool::H2load | Tool::H2c => {
                 let mut cmd = Command::new(require_program("h2load", "nghttp2-client"));
-                cmd.args(["--h1", "-t", "1", "-c", &c, "-D", &seconds.to_string(), url]);
+                if self == Tool::H2load {
+                    cmd.arg("--h1");
+                }
+                cmd.args(["-t", "1", "-c", &c, "-D", &seconds.to_string(), url]);
                 cmd
             }
         };
@@ -155,7 +160,7 @@ impl Tool {
         let mut load = match self {
             Tool::Wrk => parse_wrk(&raw),
             Tool::Oha => parse_oha(&raw),
-            Tool::H2load => parse_h2load(&raw),
+            Tool::H2load | Tool::H2c => parse_h2load(&raw),
         };
         assert!(load.responses > 0, "{self:?} reported no response: {raw}");
         load.raw = raw;
