@@ -28,9 +28,10 @@ fn strategy<'a>(summary: &'a Value, name: &str) -> &'a Value {
 }
 
 /// Runs `sluice demo --app APP --strategy STRATEGY --rate RATE` with
-/// `clients` clients on two replicas; returns summary.json and the progress on stderr, after
-/// checking that the fleet is `sluice serve-http` behind `protocol: http`.
-fn demo(app: &str, strategy: &str, clients: u64, rate: u32) -> (Value, String) {
+/// `clients` clients on two replicas; returns summary.json, the progress on
+/// stderr and report.html, after checking that the fleet is `sluice serve-http`
+/// behind `protocol: http`.
+fn demo(app: &str, strategy: &str, clients: u64, rate: u32) -> (Value, String, String) {
     let dir = TempDir::new(&format!("demo-{app}"));
     let out = Command::new(sluice_bin())
         .args(["demo", "--app", app, "--strategy", strategy, "--clients"])
@@ -60,7 +61,8 @@ fn demo(app: &str, strategy: &str, clients: u64, rate: u32) -> (Value, String) {
     let fleet = std::fs::read_to_string(dir.0.join(folder).join("fleet.yaml")).unwrap();
     assert!(fleet.contains("protocol: http"), "{fleet}");
     assert!(fleet.contains("serve-http"), "{fleet}");
-    (s, stderr)
+    let report = std::fs::read_to_string(dir.0.join("report.html")).expect("report.html");
+    (s, stderr, report)
 }
 
 /// Promise 5 read for request-counting clients: every client connected at
@@ -77,7 +79,7 @@ fn assert_nothing_lost(r: &Value, name: &str, clients: u64, stderr: &str) {
 
 #[test]
 fn http_blue_green_loses_no_request_and_naive_fails_requests_and_cuts_clients_twice() {
-    let (s, stderr) = demo("http", "all", CLIENTS, 500);
+    let (s, stderr, report) = demo("http", "all", CLIENTS, 500);
 
     // Blue-green and rolling evacuate: every request answered 2xx, no socket
     // error, each client left gracefully at most once, all back at the end.
@@ -125,7 +127,6 @@ fn http_blue_green_loses_no_request_and_naive_fails_requests_and_cuts_clients_tw
 
     // The report shows requests and errors over time for each strategy,
     // side by side.
-    let report = std::fs::read_to_string(dir.0.join("report.html")).unwrap();
     assert_eq!(
         report.matches(">\nHTTP errors per second\n</text>").count(),
         3,
@@ -141,7 +142,7 @@ fn http_blue_green_loses_no_request_and_naive_fails_requests_and_cuts_clients_tw
 /// enough for the demo's 100 ms status polls to see the evacuators' pace.
 fn blue_green_keeps_every_promise(app: &str, graceful: &str) {
     const FEW: u64 = 40;
-    let (s, stderr) = demo(app, "blue-green", FEW, 20);
+    let (s, stderr, _) = demo(app, "blue-green", FEW, 20);
     let r = strategy(&s, "blue-green");
     assert_nothing_lost(r, app, FEW, &stderr);
     let context = format!("{r:#}\n{stderr}");
@@ -158,7 +159,7 @@ fn blue_green_keeps_every_promise(app: &str, graceful: &str) {
         "the old instances' clients were evicted with {graceful}: {context}"
     );
 
-    let (s, stderr) = demo(app, "naive", FEW, 20);
+    let (s, stderr, _) = demo(app, "naive", FEW, 20);
     let naive = strategy(&s, "naive");
     let context = format!("{naive:#}\n{stderr}");
     let lost = &naive["promises"]["nothingLost"];

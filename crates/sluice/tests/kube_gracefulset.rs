@@ -48,7 +48,7 @@ async fn blue_green_moves_each_client_at_most_once_through_the_service() {
     let env = Env::start("kube-gset-bg", 40).await;
     let _operator = gset::run_operator(&env).await;
     env.run(async |env| {
-        let strategy = json!({"type": "BlueGreen", "initialDelaySeconds": 0,
+        let strategy = json!({"type": "BlueGreen", "initialDelaySeconds": 5,
                 "progressDeadlineSeconds": 300, "evacuationStrategy": evacuation()});
         let (f, rates) = upgrade(env, "GracefulSet BlueGreen", strategy).await;
         assert!(

@@ -62,7 +62,7 @@ struct Fleet {
 }
 
 fn strategy(progress_deadline: u32) -> Value {
-    json!({"type": "BlueGreen", "initialDelaySeconds": 0,
+    json!({"type": "BlueGreen", "initialDelaySeconds": 5,
            "progressDeadlineSeconds": progress_deadline,
            "evacuationStrategy": {"connEvictRate": RATE, "sessEvictRate": RATE,
                                   "waitTakeover": 1, "waitHealthCheck": 1}})

@@ -30,9 +30,11 @@ pub struct PodView {
     /// The serving gate condition as set on the pod (`None`: not yet set).
     pub gate: Option<bool>,
     /// The pod's `Ready` condition (containers ready and every readiness gate
-    /// `True`), held for [`ENDPOINT_PROPAGATION`] (see [`settle_endpoints`]):
-    /// it is among the Service's ready endpoints.
+    /// `True`): it is among the Service's ready endpoints, or about to be.
     pub in_endpoints: bool,
+    /// `Ready` for at least [`ENDPOINT_PROPAGATION`] (see [`settle_endpoints`]):
+    /// the EndpointSlice lists it by now.
+    pub endpoints_settled: bool,
     /// When the `Ready` condition last turned `True` (its `lastTransitionTime`,
     /// whole seconds), while it is `True`.
     pub ready_since: Option<Timestamp>,
@@ -100,6 +102,7 @@ impl PodView {
             serving: serving_decision(meta.annotations.as_ref()),
             gate: condition(SERVING_GATE),
             in_endpoints: condition("Ready").unwrap_or(false),
+            endpoints_settled: false,
             ready_since,
             terminating,
             failed: terminating || matches!(phase, "Failed" | "Succeeded"),
@@ -153,17 +156,18 @@ impl PodView {
 /// `lastTransitionTime` has whole seconds.
 pub const ENDPOINT_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Marks the pods whose `Ready` turned `True` less than [`ENDPOINT_PROPAGATION`]
-/// before `now` as not yet in the endpoints. A `Ready` without a transition time
-/// counts as settled (the kubelet always writes one). Returns how long until
-/// the last of them settles, if any is settling.
+/// Marks the pods `Ready` for at least [`ENDPOINT_PROPAGATION`] before `now` as
+/// settled in the endpoints. A `Ready` without a transition time counts as
+/// settled (the kubelet always writes one). Returns how long until the last
+/// `Ready` pod settles, if any is settling.
 pub fn settle_endpoints(pods: &mut [PodView], now: Timestamp) -> Option<std::time::Duration> {
     let mut wait = None;
     for p in pods {
+        p.endpoints_settled = p.in_endpoints;
         if let Some(t) = p.ready_since
             && now < t + ENDPOINT_PROPAGATION
         {
-            p.in_endpoints = false;
+            p.endpoints_settled = false;
             let left = (t + ENDPOINT_PROPAGATION).since(now);
             wait = Some(wait.map_or(left, |w: std::time::Duration| w.max(left)));
         }
@@ -186,6 +190,13 @@ pub fn settle_endpoints(pods: &mut [PodView], now: Timestamp) -> Option<std::tim
 /// endpoints); only new connections are narrowed to the target revision.
 /// Before any target pod is in the endpoints, the engine's decisions apply as
 /// they are.
+///
+/// An old pod the engine stopped serving at a switch (BlueGreen's, an abort's)
+/// keeps its gate until every serving target pod has settled in the endpoints
+/// ([`settle_endpoints`]): the EndpointSlice controller publishes a pod's
+/// readiness a moment after the pod's condition, and dropping the old pods at
+/// once left the Service 2 of 3 ready endpoints for 0.7 s. The evacuation that
+/// follows waits `initialDelaySeconds`, which must cover this (docs/kubernetes.md).
 pub fn gates(pods: &[PodView], target: &str) -> BTreeMap<String, bool> {
     let serving_target = || {
         pods.iter()
@@ -193,10 +204,13 @@ pub fn gates(pods: &[PodView], target: &str) -> BTreeMap<String, bool> {
     };
     let target_in = serving_target().any(|p| p.in_endpoints);
     let target_pending = serving_target().any(|p| !p.in_endpoints);
+    let target_settling = serving_target().any(|p| !p.endpoints_settled);
     pods.iter()
         .map(|p| {
             let open = !target_in || (target_pending && p.gate == Some(true));
-            let gate = p.serving && !p.failed && (p.revision == target || open);
+            let held =
+                !p.serving && p.revision != target && p.gate == Some(true) && target_settling;
+            let gate = !p.failed && ((p.serving && (p.revision == target || open)) || held);
             (p.name.clone(), gate)
         })
         .collect()
@@ -216,6 +230,7 @@ mod tests {
             serving,
             gate: None,
             in_endpoints: false,
+            endpoints_settled: false,
             ready_since: None,
             terminating: false,
             failed: false,
@@ -295,7 +310,27 @@ mod tests {
         pods[1].ready_since = Some(at + ENDPOINT_PROPAGATION);
         let wait = settle_endpoints(&mut pods, at + ENDPOINT_PROPAGATION);
         assert_eq!(wait, Some(ENDPOINT_PROPAGATION));
-        assert!(pods[0].in_endpoints, "ready for the whole propagation");
-        assert!(!pods[1].in_endpoints, "just ready");
+        assert!(pods[0].endpoints_settled, "ready for the whole propagation");
+        assert!(!pods[1].endpoints_settled, "just ready");
+    }
+
+    #[test]
+    fn at_a_switch_old_pods_keep_their_gates_until_the_new_ones_settled() {
+        let mut pods = vec![
+            view("old-0", "a", true, false),
+            view("new-0", "b", true, true),
+        ];
+        pods[0].gate = Some(true);
+        pods[1].in_endpoints = true;
+        assert_eq!(
+            (gates(&pods, "b")["old-0"], gates(&pods, "b")["new-0"]),
+            (true, true)
+        );
+        pods[1].endpoints_settled = true;
+        assert!(!gates(&pods, "b")["old-0"]);
+        // One already out never comes back.
+        pods[1].endpoints_settled = false;
+        pods[0].gate = Some(false);
+        assert!(!gates(&pods, "b")["old-0"]);
     }
 }
