@@ -363,8 +363,10 @@ async fn kubectl_sluice_abort_moves_the_moved_clients_back_once() {
             let f = fleet(env, &replicas, 1, 300).await;
             let old = pod_names(env).await;
             gset::change_template(env, "mqtt", "2").await;
-            // Enough moved for each new pod to hold ~20: its pace can be read.
-            let at_abort = mid_evacuation(env, 3 * MIN_CONNECTIONS_FOR_PACE).await;
+            // Enough moved for each new pod to hold ~27 (the Service spreads
+            // them at random): its pace can be read (3 × 20 left all three
+            // below 20 in one run).
+            let at_abort = mid_evacuation(env, 4 * MIN_CONNECTIONS_FOR_PACE).await;
             let new: BTreeMap<String, String> = gset::pods(env, "mqtt")
                 .await
                 .into_iter()

@@ -323,7 +323,9 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
     // A pod whose readiness is still reaching the endpoints is looked at again
     // once it has: the gates below may narrow then.
     let settling = settle_endpoints(&mut views, now);
-    for (pod, gate) in gates(&views, decision.status.target_revision()) {
+    let target = decision.status.target_revision();
+    let forward = target == decision.status.update_revision;
+    for (pod, gate) in gates(&views, target, forward) {
         let Some(v) = views.iter().find(|v| v.name == pod) else {
             continue;
         };

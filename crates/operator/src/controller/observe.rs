@@ -191,13 +191,15 @@ pub fn settle_endpoints(pods: &mut [PodView], now: Timestamp) -> Option<std::tim
 /// Before any target pod is in the endpoints, the engine's decisions apply as
 /// they are.
 ///
-/// An old pod the engine stopped serving at a switch (BlueGreen's, an abort's)
-/// keeps its gate until every serving target pod has settled in the endpoints
-/// ([`settle_endpoints`]): the EndpointSlice controller publishes a pod's
-/// readiness a moment after the pod's condition, and dropping the old pods at
-/// once left the Service 2 of 3 ready endpoints for 0.7 s. The evacuation that
-/// follows waits `initialDelaySeconds`, which must cover this (docs/kubernetes.md).
-pub fn gates(pods: &[PodView], target: &str) -> BTreeMap<String, bool> {
+/// With `hold_at_switch` (a switch forward, whose evacuations wait
+/// `initialDelaySeconds`, which must cover this: docs/kubernetes.md), an old
+/// pod the engine stopped serving keeps its gate until every serving target
+/// pod has settled in the endpoints ([`settle_endpoints`]): the EndpointSlice
+/// controller publishes a pod's readiness a moment after the pod's condition,
+/// and dropping the old pods at once left the Service 2 of 3 ready endpoints
+/// for 0.7 s. An abort's evacuations start at once, so there the gates go at
+/// once (a held gate sent moved-back clients to a new pod a third time).
+pub fn gates(pods: &[PodView], target: &str, hold_at_switch: bool) -> BTreeMap<String, bool> {
     let serving_target = || {
         pods.iter()
             .filter(|p| p.revision == target && p.serving && p.ready && !p.failed)
@@ -208,8 +210,11 @@ pub fn gates(pods: &[PodView], target: &str) -> BTreeMap<String, bool> {
     pods.iter()
         .map(|p| {
             let open = !target_in || (target_pending && p.gate == Some(true));
-            let held =
-                !p.serving && p.revision != target && p.gate == Some(true) && target_settling;
+            let held = hold_at_switch
+                && !p.serving
+                && p.revision != target
+                && p.gate == Some(true)
+                && target_settling;
             let gate = !p.failed && ((p.serving && (p.revision == target || open)) || held);
             (p.name.clone(), gate)
         })
@@ -252,7 +257,7 @@ mod tests {
             p.in_endpoints = true;
         }
         let g = |pods: &[PodView], target| {
-            let g = gates(pods, target);
+            let g = gates(pods, target, true);
             [g["old-0"], g["old-1"], g["new-0"], g["new-1"]]
         };
         // The new pods are not ready: the old ones keep serving.
@@ -273,7 +278,7 @@ mod tests {
         pods[0].gate = Some(false);
         pods[1].gate = Some(false);
         pods.push(view("new-2", "b", true, true));
-        let all = gates(&pods, "b");
+        let all = gates(&pods, "b", true);
         assert_eq!(
             (all["old-0"], all["old-1"], all["new-2"]),
             (false, false, true)
@@ -293,7 +298,7 @@ mod tests {
         assert_eq!(g(&pods, "a"), [true, true, false, false]);
         // A pod the engine took out of serving never gets the gate.
         pods[0].serving = false;
-        assert!(!gates(&pods, "a")["old-0"]);
+        assert!(!gates(&pods, "a", false)["old-0"]);
     }
 
     #[test]
@@ -323,14 +328,17 @@ mod tests {
         pods[0].gate = Some(true);
         pods[1].in_endpoints = true;
         assert_eq!(
-            (gates(&pods, "b")["old-0"], gates(&pods, "b")["new-0"]),
+            (
+                gates(&pods, "b", true)["old-0"],
+                gates(&pods, "b", true)["new-0"]
+            ),
             (true, true)
         );
         pods[1].endpoints_settled = true;
-        assert!(!gates(&pods, "b")["old-0"]);
+        assert!(!gates(&pods, "b", true)["old-0"]);
         // One already out never comes back.
         pods[1].endpoints_settled = false;
         pods[0].gate = Some(false);
-        assert!(!gates(&pods, "b")["old-0"]);
+        assert!(!gates(&pods, "b", true)["old-0"]);
     }
 }
