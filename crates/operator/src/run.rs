@@ -11,6 +11,7 @@ use axum::Router;
 use axum::routing::get;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -22,6 +23,9 @@ use kube_lease_manager::LeaseManagerBuilder;
 use crate::controller::{Context, Metrics, error_policy, reconcile};
 use crate::crd::GracefulSet;
 use crate::revision::SET_LABEL;
+
+/// The leader-election Lease's name.
+const LEASE_NAME: &str = "sluice-operator";
 
 /// Flags of `sluice operator run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -173,8 +177,8 @@ where
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "default".to_owned());
-        let manager = LeaseManagerBuilder::new(client.clone(), "sluice-operator")
-            .with_namespace(namespace)
+        let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(namespace.clone())
             .with_identity(identity.clone())
             .with_duration(15)
             .with_grace(5)
@@ -188,6 +192,20 @@ where
             r = leader.wait_for(|l| *l) => Some(r.is_ok()),
             () = shutdown() => None,
         };
+        // Two replicas starting together were both told they lead (seen in
+        // `kube_gracefulset_faults`: both created pods, one found out at its
+        // first renewal): the Lease object itself says who holds it.
+        let holds = became_leader == Some(true)
+            && Api::<Lease>::namespaced(client.clone(), &namespace)
+                .get(LEASE_NAME)
+                .await
+                .ok()
+                .and_then(|l| l.spec?.holder_identity)
+                .is_some_and(|h| h == identity);
+        if became_leader == Some(true) && !holds {
+            drop(leader);
+            return Err(RunError::LostLease);
+        }
         if became_leader != Some(true) {
             // Dropping the receiver ends the lease task.
             drop(leader);
