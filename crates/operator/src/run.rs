@@ -11,7 +11,6 @@ use axum::Router;
 use axum::routing::get;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -178,11 +177,18 @@ where
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "default".to_owned());
         let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-            .with_namespace(namespace.clone())
+            .with_namespace(namespace)
             .with_identity(identity.clone())
             .with_duration(15)
             .with_grace(5)
-            .with_field_manager(crate::controller::cluster::MANAGER)
+            // One field manager per replica: kube-lease-manager takes a free
+            // Lease with a server-side apply and relies on the conflict between
+            // two managers to keep it exclusive. A shared manager let a second
+            // replica's apply overwrite the first, and both led.
+            .with_field_manager(format!(
+                "{}-{identity}",
+                crate::controller::cluster::MANAGER
+            ))
             .build()
             .await?;
         let (mut leader, task) = manager.watch().await;
@@ -192,20 +198,6 @@ where
             r = leader.wait_for(|l| *l) => Some(r.is_ok()),
             () = shutdown() => None,
         };
-        // Two replicas starting together were both told they lead (seen in
-        // `kube_gracefulset_faults`: both created pods, one found out at its
-        // first renewal): the Lease object itself says who holds it.
-        let holds = became_leader == Some(true)
-            && Api::<Lease>::namespaced(client.clone(), &namespace)
-                .get(LEASE_NAME)
-                .await
-                .ok()
-                .and_then(|l| l.spec?.holder_identity)
-                .is_some_and(|h| h == identity);
-        if became_leader == Some(true) && !holds {
-            drop(leader);
-            return Err(RunError::LostLease);
-        }
         if became_leader != Some(true) {
             // Dropping the receiver ends the lease task.
             drop(leader);

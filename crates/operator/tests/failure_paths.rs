@@ -743,7 +743,7 @@ async fn an_abort_mid_evacuation_moves_the_moved_clients_back_once() {
     for c in &moved_back {
         assert!(c.contains(&format!("rate={RATE} to={recipients}")), "{c}");
     }
-    // The new pods left the endpoints (once an old pod was back in them).
+    // The new pods left the endpoints (in the round the old pods got theirs back).
     for i in 0..3 {
         let call = format!("gate {}=False", s.name(&b, i));
         assert!(api.contains(&call), "{call}: {api:#?}");

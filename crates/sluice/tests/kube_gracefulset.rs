@@ -144,7 +144,7 @@ async fn upgrade(env: &Env, title: &str, strategy: Value) -> (Figures, BTreeMap<
 
     let clients = Clients::start(env, &ip, CLIENTS);
     tokio::task::block_in_place(|| clients.wait_connected(LONG));
-    rollout::wait_clients_on_pods(env).await;
+    rollout::wait_clients_on_pods(env, CLIENTS).await;
     let old: BTreeMap<String, String> = gset::pods(env, "mqtt")
         .await
         .into_iter()

@@ -32,7 +32,7 @@ use crate::revision::{self, PodShape};
 use crate::status::{self, kube_time};
 use cluster::{ABORT_ANNOTATION, Cluster};
 pub use metrics::Metrics;
-use observe::{PodView, gates, settle_endpoints};
+use observe::{PodView, gates, switch_settling};
 
 /// Condition type published when the spec is refused (with the field named).
 pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -320,12 +320,14 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
     }
 
     let now_text = kube_time(now).0.to_string();
-    // A pod whose readiness is still reaching the endpoints is looked at again
-    // once it has: the gates below may narrow then.
-    let settling = settle_endpoints(&mut views, now);
     let target = decision.status.target_revision();
-    let forward = target == decision.status.update_revision;
-    for (pod, gate) in gates(&views, target, forward) {
+    // A BlueGreen switch holds the old pods' gates until the new pods reached
+    // the endpoints; the controller looks again once they should have.
+    let blue_green = set.spec.update_strategy.kind == StrategyType::BlueGreen;
+    let settling = (blue_green && target == decision.status.update_revision)
+        .then(|| switch_settling(&views, target, now))
+        .flatten();
+    for (pod, gate) in gates(&views, target, settling.is_some()) {
         let Some(v) = views.iter().find(|v| v.name == pod) else {
             continue;
         };
@@ -367,8 +369,8 @@ async fn apply(set: &GracefulSet, ctx: &Context) -> Result<Requeue, Error> {
         }
     }
     let requeue = match settling {
-        Some(wait) => decision.requeue_after.min(wait),
-        None => decision.requeue_after,
+        Some(wait) if !wait.is_zero() => decision.requeue_after.min(wait),
+        _ => decision.requeue_after,
     };
     Ok(Requeue::requeue(requeue))
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use sluice_core::engine::{Instance, Load};
@@ -32,9 +33,6 @@ pub struct PodView {
     /// The pod's `Ready` condition (containers ready and every readiness gate
     /// `True`): it is among the Service's ready endpoints, or about to be.
     pub in_endpoints: bool,
-    /// `Ready` for at least [`ENDPOINT_PROPAGATION`] (see [`settle_endpoints`]):
-    /// the EndpointSlice lists it by now.
-    pub endpoints_settled: bool,
     /// When the `Ready` condition last turned `True` (its `lastTransitionTime`,
     /// whole seconds), while it is `True`.
     pub ready_since: Option<Timestamp>,
@@ -102,7 +100,6 @@ impl PodView {
             serving: serving_decision(meta.annotations.as_ref()),
             gate: condition(SERVING_GATE),
             in_endpoints: condition("Ready").unwrap_or(false),
-            endpoints_settled: false,
             ready_since,
             terminating,
             failed: terminating || matches!(phase, "Failed" | "Succeeded"),
@@ -154,25 +151,24 @@ impl PodView {
 /// the kubelet's condition (0.7 s measured on the test control plane, where
 /// narrowing on the condition alone left 2 of 3 ready endpoints), and
 /// `lastTransitionTime` has whole seconds.
-pub const ENDPOINT_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(3);
+pub const ENDPOINT_PROPAGATION: Duration = Duration::from_secs(3);
 
-/// Marks the pods `Ready` for at least [`ENDPOINT_PROPAGATION`] before `now` as
-/// settled in the endpoints. A `Ready` without a transition time counts as
-/// settled (the kubelet always writes one). Returns how long until the last
-/// `Ready` pod settles, if any is settling.
-pub fn settle_endpoints(pods: &mut [PodView], now: Timestamp) -> Option<std::time::Duration> {
-    let mut wait = None;
-    for p in pods {
-        p.endpoints_settled = p.in_endpoints;
-        if let Some(t) = p.ready_since
-            && now < t + ENDPOINT_PROPAGATION
-        {
-            p.endpoints_settled = false;
-            let left = (t + ENDPOINT_PROPAGATION).since(now);
-            wait = Some(wait.map_or(left, |w: std::time::Duration| w.max(left)));
-        }
-    }
-    wait
+/// While a BlueGreen switch waits for its new pods to reach the endpoints: how
+/// long until every serving, ready pod of `target` has been `Ready` for
+/// [`ENDPOINT_PROPAGATION`] (zero while one is not `Ready` yet: its condition
+/// changing wakes the controller). `None` once they all have. A `Ready` without
+/// a transition time counts as settled (the kubelet always writes one).
+pub fn switch_settling(pods: &[PodView], target: &str, now: Timestamp) -> Option<Duration> {
+    pods.iter()
+        .filter(|p| p.revision == target && p.serving && p.ready && !p.failed)
+        .filter_map(|p| match (p.in_endpoints, p.ready_since) {
+            (false, _) => Some(Duration::ZERO),
+            (true, Some(t)) if now < t + ENDPOINT_PROPAGATION => {
+                Some((t + ENDPOINT_PROPAGATION).since(now))
+            }
+            (true, _) => None,
+        })
+        .max()
 }
 
 /// Where new connections may go. A Kubernetes Service picks among ready
@@ -191,30 +187,25 @@ pub fn settle_endpoints(pods: &mut [PodView], now: Timestamp) -> Option<std::tim
 /// Before any target pod is in the endpoints, the engine's decisions apply as
 /// they are.
 ///
-/// With `hold_at_switch` (a switch forward, whose evacuations wait
-/// `initialDelaySeconds`, which must cover this: docs/kubernetes.md), an old
-/// pod the engine stopped serving keeps its gate until every serving target
-/// pod has settled in the endpoints ([`settle_endpoints`]): the EndpointSlice
-/// controller publishes a pod's readiness a moment after the pod's condition,
-/// and dropping the old pods at once left the Service 2 of 3 ready endpoints
-/// for 0.7 s. An abort's evacuations start at once, so there the gates go at
-/// once (a held gate sent moved-back clients to a new pod a third time).
-pub fn gates(pods: &[PodView], target: &str, hold_at_switch: bool) -> BTreeMap<String, bool> {
+/// With `hold_old` (a BlueGreen switch whose new pods are still reaching the
+/// endpoints, [`switch_settling`]), an old pod the engine stopped serving keeps
+/// its gate: the EndpointSlice controller publishes a pod's readiness a moment
+/// after the pod's condition, and dropping the old pods at once left the Service
+/// 2 of 3 ready endpoints for 0.7 s. The evacuation that follows waits
+/// `initialDelaySeconds`, which must cover this (docs/kubernetes.md). Rolling
+/// and aborts start evacuating at once, so there nothing is held (a held gate
+/// sent moved clients to an old pod again).
+pub fn gates(pods: &[PodView], target: &str, hold_old: bool) -> BTreeMap<String, bool> {
     let serving_target = || {
         pods.iter()
             .filter(|p| p.revision == target && p.serving && p.ready && !p.failed)
     };
     let target_in = serving_target().any(|p| p.in_endpoints);
     let target_pending = serving_target().any(|p| !p.in_endpoints);
-    let target_settling = serving_target().any(|p| !p.endpoints_settled);
     pods.iter()
         .map(|p| {
             let open = !target_in || (target_pending && p.gate == Some(true));
-            let held = hold_at_switch
-                && !p.serving
-                && p.revision != target
-                && p.gate == Some(true)
-                && target_settling;
+            let held = hold_old && !p.serving && p.revision != target && p.gate == Some(true);
             let gate = !p.failed && ((p.serving && (p.revision == target || open)) || held);
             (p.name.clone(), gate)
         })
@@ -235,7 +226,6 @@ mod tests {
             serving,
             gate: None,
             in_endpoints: false,
-            endpoints_settled: false,
             ready_since: None,
             terminating: false,
             failed: false,
@@ -257,7 +247,7 @@ mod tests {
             p.in_endpoints = true;
         }
         let g = |pods: &[PodView], target| {
-            let g = gates(pods, target, true);
+            let g = gates(pods, target, false);
             [g["old-0"], g["old-1"], g["new-0"], g["new-1"]]
         };
         // The new pods are not ready: the old ones keep serving.
@@ -278,7 +268,7 @@ mod tests {
         pods[0].gate = Some(false);
         pods[1].gate = Some(false);
         pods.push(view("new-2", "b", true, true));
-        let all = gates(&pods, "b", true);
+        let all = gates(&pods, "b", false);
         assert_eq!(
             (all["old-0"], all["old-1"], all["new-2"]),
             (false, false, true)
@@ -302,42 +292,44 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_ready_for_less_than_the_propagation_is_not_yet_in_the_endpoints() {
+    fn a_switch_settles_once_every_new_pod_was_ready_for_the_propagation() {
         let mut pods = vec![
             view("new-0", "b", true, true),
             view("new-1", "b", true, true),
         ];
+        let at = Timestamp::from_millis(100_000);
+        assert_eq!(
+            switch_settling(&pods, "b", at),
+            Some(Duration::ZERO),
+            "not Ready yet"
+        );
         for p in &mut pods {
             p.in_endpoints = true;
+            p.ready_since = Some(at);
         }
-        let at = Timestamp::from_millis(100_000);
-        pods[0].ready_since = Some(at);
-        pods[1].ready_since = Some(at + ENDPOINT_PROPAGATION);
-        let wait = settle_endpoints(&mut pods, at + ENDPOINT_PROPAGATION);
-        assert_eq!(wait, Some(ENDPOINT_PROPAGATION));
-        assert!(pods[0].endpoints_settled, "ready for the whole propagation");
-        assert!(!pods[1].endpoints_settled, "just ready");
+        pods[1].ready_since = Some(at + Duration::from_secs(1));
+        let now = at + ENDPOINT_PROPAGATION;
+        assert_eq!(
+            switch_settling(&pods, "b", now),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            switch_settling(&pods, "b", now + Duration::from_secs(1)),
+            None
+        );
     }
 
     #[test]
-    fn at_a_switch_old_pods_keep_their_gates_until_the_new_ones_settled() {
+    fn held_old_pods_keep_their_gates_until_released() {
         let mut pods = vec![
             view("old-0", "a", true, false),
             view("new-0", "b", true, true),
         ];
         pods[0].gate = Some(true);
         pods[1].in_endpoints = true;
-        assert_eq!(
-            (
-                gates(&pods, "b", true)["old-0"],
-                gates(&pods, "b", true)["new-0"]
-            ),
-            (true, true)
-        );
-        pods[1].endpoints_settled = true;
-        assert!(!gates(&pods, "b", true)["old-0"]);
+        assert!(gates(&pods, "b", true)["old-0"]);
+        assert!(!gates(&pods, "b", false)["old-0"]);
         // One already out never comes back.
-        pods[1].endpoints_settled = false;
         pods[0].gate = Some(false);
         assert!(!gates(&pods, "b", true)["old-0"]);
     }

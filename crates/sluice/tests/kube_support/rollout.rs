@@ -189,17 +189,18 @@ pub async fn wait_ready_endpoints(env: &Env, n: usize) {
     .await;
 }
 
-/// Waits until the kernel counts [`CLIENTS`] connections from the node to pods.
-pub async fn wait_clients_on_pods(env: &Env) {
-    poll("all clients on the pods", LONG, async || {
-        let n: u64 = env.connections_per_ip(1883).await.values().sum();
-        if n == CLIENTS {
-            Ok(())
+/// Waits until the kernel counts `n` connections from the node to the pods;
+/// returns them per pod IP.
+pub async fn wait_clients_on_pods(env: &Env, n: u64) -> BTreeMap<String, u64> {
+    poll(&format!("{n} clients on the pods"), LONG, async || {
+        let per_ip = env.connections_per_ip(1883).await;
+        if per_ip.values().sum::<u64>() == n {
+            Ok(per_ip)
         } else {
-            Err(format!("{n} connections"))
+            Err(format!("{per_ip:?}"))
         }
     })
-    .await;
+    .await
 }
 
 /// The problem sluice exists to solve: a StatefulSet `mqtt` of 3 mosquitto
@@ -232,7 +233,7 @@ pub async fn statefulset_baseline(env: &Env) -> Figures {
 
     let clients = Clients::start(env, &ip, CLIENTS);
     tokio::task::block_in_place(|| clients.wait_connected(LONG));
-    wait_clients_on_pods(env).await;
+    wait_clients_on_pods(env, CLIENTS).await;
     let before = sample(env, "app=mqtt", "mqtt", 0.0).await;
 
     let start = tokio::time::Instant::now();
