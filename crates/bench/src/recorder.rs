@@ -208,10 +208,10 @@ impl std::ops::Add for Snapshot {
             connects: self.connects + o.connects,
             disconnects: self.disconnects + o.disconnects,
             failures: self.failures + o.failures,
-            http: HttpCounts {
-                requests: self.http.requests + o.http.requests,
-                non2xx: self.http.non2xx + o.http.non2xx,
-                socket_errors: self.http.socket_errors + o.http.socket_errors,
+            http: {
+                let mut http = self.http;
+                http += o.http;
+                http
             },
         }
     }

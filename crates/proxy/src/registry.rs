@@ -32,8 +32,10 @@ pub struct Eviction {
     pub server_reference: Option<Arc<str>>,
     /// How a WebSocket connection is closed.
     pub ws_evict: WsEvict,
-    /// When connections that wait for their next exchange (idle HTTP
-    /// keep-alive) are closed anyway; `None`: after the evict grace.
+    /// The evacuation's deadline: from then on, connections still waiting for
+    /// their next exchange (idle HTTP keep-alive) are closed when the
+    /// evacuation gives them their turn (longest idle first), and busy ones an
+    /// evict grace later. `None` (only tests): the deadline is the mark itself.
     pub deadline: Option<tokio::time::Instant>,
 }
 

@@ -89,9 +89,9 @@ fn done_means_the_promises_hold_for_blue_green_and_rolling_and_fail_for_naive() 
         "{context}"
     );
     // Paced, by the evacuators' own clocks (each times its evictions while
-    // connections wait): the pacer never goes faster than its rate, and slower
-    // only when the machine starves it (it drops a slot it woke too late for
-    // rather than burst). So the bounds here are behaviour, not the ±10 %
+    // connections wait): the pacer keeps its rate on average (a late wake-up
+    // takes the slots it owes, at most a tenth of a second's worth), and falls
+    // below it only when the machine stalls it for longer than that. So the bounds here are behaviour, not the ±10 %
     // promise, which is a figure of `sluice demo` runs (docs/benchmarks.md).
     let configured = p["paced"]["configuredRate"].as_f64().unwrap();
     let measured = p["paced"]["measuredRate"].as_f64().unwrap();

@@ -101,7 +101,7 @@ pub(crate) async fn run(
     netrt: Handle,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _api = match api_server {
+    let api = match api_server {
         Some(addr) => api_service(&client, addr, &net, &netrt).await,
         None => None,
     };
@@ -125,15 +125,18 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             event = svc_events.next() => match event {
-                Some(Ok(Event::Apply(s))) => {
+                // With the API server served apart, `default/kubernetes` is
+                // not proxied a second time (both would bind its ClusterIP).
+                Some(Ok(Event::Apply(s))) if !(api.is_some() && is_api(&s)) => {
                     service(&s, &net, &netrt, &slices, &mut listening).await;
                 }
-                Some(Ok(Event::InitApply(s))) => {
+                Some(Ok(Event::InitApply(s))) if !(api.is_some() && is_api(&s)) => {
                     if let Some(seen) = listed.as_mut() {
                         seen.insert(key_of(&s.metadata));
                     }
                     service(&s, &net, &netrt, &slices, &mut listening).await;
                 }
+                Some(Ok(Event::Apply(_) | Event::InitApply(_))) => {}
                 Some(Ok(Event::Delete(s))) => {
                     listening.remove(&key_of(&s.metadata));
                 }
@@ -176,6 +179,12 @@ pub(crate) async fn run(
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// The Service that names the API server, `default/kubernetes`.
+fn is_api(s: &Service) -> bool {
+    s.metadata.namespace.as_deref() == Some("default")
+        && s.metadata.name.as_deref() == Some("kubernetes")
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> Key {
