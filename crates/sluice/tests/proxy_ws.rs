@@ -297,17 +297,27 @@ fn lossless_eviction_delivers_every_message_the_app_sent() {
     assert_eq!(p.received, p.sent, "messages lost by a lossless eviction");
 }
 
-/// The yardstick: with the proxy's own Close, what the app pushes between
-/// that Close and the client's answer is dropped (and the measurement above
-/// would see it).
+/// The proxy's own Close: each evicted client is closed once with 1001,
+/// between two whole messages (the clients check their numbers come in order
+/// without a gap), and never gets more than the app sent. What the app pushes
+/// between that Close and the client's answer is dropped — 7 of 700 and 4 of
+/// 653 messages in two loaded runs — but on an idle machine the answer can
+/// come back within the app's 1 ms between pushes and nothing is dropped (677
+/// of 677 in one run), so the drop is reported here, not asserted.
 #[test]
-fn injected_close_drops_what_the_app_sends_after_it() {
+fn injected_close_ends_each_stream_between_messages() {
     let p = push_under_evacuation("inject");
     assert_eq!(p.evicted, p.on_a, "each client of a closed once with 1001");
+    assert!(p.sent > 0);
     assert!(
-        p.received < p.sent,
-        "inject dropped nothing: {} sent, {} received",
+        p.received <= p.sent,
+        "clients got more than the app sent: {} sent, {} received",
         p.sent,
         p.received
+    );
+    eprintln!(
+        "inject dropped {} of {} messages",
+        p.sent - p.received,
+        p.sent
     );
 }
