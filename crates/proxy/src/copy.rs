@@ -20,12 +20,12 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::mqtt::Tracker;
-use crate::registry::{ConnControl, EvictionWatch};
+use crate::registry::ConnControl;
 
 /// Bytes read at once while data flows.
 pub const CHUNK: usize = 16 * 1024;
@@ -53,14 +53,11 @@ pub(crate) fn poll_read_with<T>(
     })
 }
 
-/// What one burst of a direction came to.
-enum Burst {
-    /// The connection is evicted and the stream may stop here.
-    Evicted,
-    /// The source sent its FIN.
-    Eof,
-    /// Bytes went on; `rest` is what the destination did not take at once.
-    Forwarded { rest: Option<Vec<u8>>, stop: bool },
+/// What one burst of a direction came to: `rest` is what the destination did
+/// not take at once, `stop` whether the direction stops for an eviction.
+struct Burst {
+    rest: Option<Vec<u8>>,
+    stop: bool,
 }
 
 /// How a direction's copy loop ended.
@@ -72,43 +69,83 @@ enum End {
     Stopped,
 }
 
+/// Bytes the destination did not take at once, written before the source is
+/// read again.
+struct Unsent {
+    bytes: Vec<u8>,
+    written: usize,
+    /// The direction stops for the eviction once they are written.
+    then_stop: bool,
+}
+
 /// One direction of a connection: its two half sockets and what it knows.
+///
+/// Its copy is a hand-written poll loop over these fields rather than an
+/// async fn: an idle connection's task holds two of them, and the loop's state
+/// is exactly what it needs between two polls.
 pub struct Direction<'a, 'b> {
-    /// Where bytes come from.
-    pub src: &'a mut ReadHalf<'b>,
-    /// Where they go.
-    pub dst: &'a mut WriteHalf<'b>,
-    /// Packet boundaries, for MQTT; `None` for opaque TCP.
-    pub tracker: Option<Tracker>,
-    /// Bytes forwarded.
-    pub bytes: &'a Counter,
+    src: &'a mut ReadHalf<'b>,
+    dst: &'a mut WriteHalf<'b>,
+    tracker: Option<Tracker>,
+    bytes: &'a Counter,
+    unsent: Option<Unsent>,
+    /// The source's FIN came; the destination's is being sent.
+    eof: bool,
 }
 
 /// What a direction writes to its destination when it stops for an eviction,
 /// and the eviction's metric reason.
 pub type Farewell = (Option<Vec<u8>>, &'static str);
 
-impl Direction<'_, '_> {
+impl<'a, 'b> Direction<'a, 'b> {
+    /// Bytes from `src` to `dst`, counted in `bytes`; `tracker` follows MQTT
+    /// packet boundaries (`None` for opaque TCP).
+    pub fn new(
+        src: &'a mut ReadHalf<'b>,
+        dst: &'a mut WriteHalf<'b>,
+        tracker: Option<Tracker>,
+        bytes: &'a Counter,
+    ) -> Self {
+        Direction {
+            src,
+            dst,
+            tracker,
+            bytes,
+            unsent: None,
+            eof: false,
+        }
+    }
+
     /// Copies until the source's EOF (then passes the FIN on) or, once `control`
     /// says the connection is evicted, until the next packet boundary; then writes
     /// `farewell`'s packet, sends a FIN and reads the source to its end, so that
     /// no unread data makes the kernel answer with a reset. Returns the eviction
     /// reason when it stopped for one.
+    ///
+    /// It reads the eviction at every poll but does not register for it: the
+    /// task that runs it must be woken when the connection is evicted
+    /// (`conn::pipe` watches the eviction once for both directions), so that
+    /// an idle direction stops too.
     pub async fn run(
         mut self,
         control: &ConnControl,
         farewell: impl FnOnce(Option<&Tracker>) -> Farewell,
     ) -> io::Result<Option<&'static str>> {
-        match self.copy(control).await? {
+        match poll_fn(|cx| self.poll_copy(cx, control)).await? {
             End::Eof => Ok(None),
             End::Stopped => {
                 let (packet, reason) = farewell(self.tracker.as_ref());
-                if let Some(packet) = packet {
-                    self.dst.write_all(&packet).await?;
-                }
-                let _ = self.dst.shutdown().await;
-                drain(self.src).await;
-                Ok(Some(reason))
+                // Boxed: only an evicted connection gets here, and inline
+                // these states would enlarge every idle connection's task.
+                Box::pin(async move {
+                    if let Some(packet) = packet {
+                        self.dst.write_all(&packet).await?;
+                    }
+                    let _ = self.dst.shutdown().await;
+                    drain(self.src).await;
+                    Ok(Some(reason))
+                })
+                .await
             }
         }
     }
@@ -117,42 +154,61 @@ impl Direction<'_, '_> {
         self.tracker.as_ref().is_none_or(Tracker::can_stop)
     }
 
-    async fn copy(&mut self, control: &ConnControl) -> io::Result<End> {
-        let evicted = std::pin::pin!(control.evicted());
-        let mut evicted = EvictionWatch::new(control, evicted);
+    /// The copy loop: writes what is left of the last burst, passes a FIN on,
+    /// stops at a boundary once evicted, or reads the next burst.
+    fn poll_copy(&mut self, cx: &mut Context<'_>, control: &ConnControl) -> Poll<io::Result<End>> {
         loop {
-            let watch = self.can_stop();
+            if let Some(unsent) = &mut self.unsent {
+                while unsent.written < unsent.bytes.len() {
+                    let n = ready!(
+                        Pin::new(&mut *self.dst).poll_write(cx, &unsent.bytes[unsent.written..])
+                    )?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    unsent.written += n;
+                    self.bytes.inc_by(n as u64);
+                }
+                let then_stop = unsent.then_stop;
+                self.unsent = None;
+                if then_stop {
+                    return Poll::Ready(Ok(End::Stopped));
+                }
+            }
+            if self.eof {
+                // The peer may be gone already; the FIN is best effort.
+                let _ = ready!(Pin::new(&mut *self.dst).poll_shutdown(cx));
+                return Poll::Ready(Ok(End::Eof));
+            }
+            if self.can_stop() && control.eviction().is_some() {
+                return Poll::Ready(Ok(End::Stopped));
+            }
             let Direction {
                 src,
                 dst,
                 tracker,
                 bytes,
+                ..
             } = self;
-            let burst = poll_fn(|cx| {
-                if watch && Pin::new(&mut evicted).poll(cx).is_ready() {
-                    return Poll::Ready(Ok(Burst::Evicted));
-                }
-                let read = ready!(poll_read_with(cx, src, |chunk| {
-                    forward_now(chunk, tracker.as_mut(), dst, bytes, control)
-                }))?;
-                Poll::Ready(read.unwrap_or(Ok(Burst::Eof)))
-            })
-            .await?;
-            match burst {
-                Burst::Evicted => return Ok(End::Stopped),
-                Burst::Eof => {
-                    // The peer may be gone already; the FIN is best effort.
-                    let _ = self.dst.shutdown().await;
-                    return Ok(End::Eof);
-                }
-                Burst::Forwarded { rest, stop } => {
-                    if let Some(rest) = rest {
-                        self.dst.write_all(&rest).await?;
-                        self.bytes.inc_by(rest.len() as u64);
-                    }
+            let read = ready!(poll_read_with(cx, src, |chunk| {
+                forward_now(chunk, tracker.as_mut(), dst, bytes, control)
+            }))?;
+            match read.transpose()? {
+                None => self.eof = true,
+                Some(Burst { rest: None, stop }) => {
                     if stop {
-                        return Ok(End::Stopped);
+                        return Poll::Ready(Ok(End::Stopped));
                     }
+                }
+                Some(Burst {
+                    rest: Some(bytes),
+                    stop,
+                }) => {
+                    self.unsent = Some(Unsent {
+                        bytes,
+                        written: 0,
+                        then_stop: stop,
+                    });
                 }
             }
         }
@@ -188,7 +244,7 @@ fn forward_now(
         },
     };
     bytes.inc_by(written as u64);
-    Ok(Burst::Forwarded {
+    Ok(Burst {
         rest: (written < send.len()).then(|| send[written..].to_vec()),
         stop: (evicted || control.eviction().is_some()) && at_boundary,
     })

@@ -83,7 +83,10 @@ pub struct ConnControl {
     idle_since: AtomicU64,
     /// Its turn came to be closed while idle, past the evacuation's deadline.
     close_idle: Signal,
-    notify: Notify,
+    /// The waker of the task waiting for the eviction: one slot, because
+    /// only the connection's own task waits (a `Notify` would put a 100-byte
+    /// waiter into every idle connection's task).
+    waiter: Mutex<Option<Waker>>,
 }
 
 /// A point in time as nanoseconds since the first call, plus one (so that 0
@@ -100,7 +103,9 @@ impl ConnControl {
     /// Asks the connection to leave (once; later calls are ignored).
     pub fn evict(&self, eviction: Eviction) {
         let _ = self.eviction.set(eviction);
-        self.notify.notify_waiters();
+        if let Some(waker) = lock(&self.waiter).take() {
+            waker.wake();
+        }
     }
 
     /// Records whether the connection waits idle for its next request; the
@@ -129,55 +134,50 @@ impl ConnControl {
         self.eviction.get()
     }
 
-    /// Resolves when the connection is asked to leave.
-    pub async fn evicted(&self) -> &Eviction {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(e) = self.eviction.get() {
-                return e;
-            }
-            notified.await;
+    /// Resolves when the connection is asked to leave. Only the connection's
+    /// own task may wait on it (its waker is the one kept); any number of
+    /// these futures may wait in that task.
+    pub fn evicted(&self) -> Evicted<'_> {
+        Evicted {
+            control: self,
+            registered: None,
         }
     }
 }
 
-/// [`ConnControl::evicted`] for a loop that waits on it at every turn:
-/// re-arming the notification takes its lock twice, and even polling an armed
-/// one takes it once, so this polls it again only when the eviction came or
-/// the task's waker changed.
-pub struct EvictionWatch<'a, F> {
+/// The future of [`ConnControl::evicted`]. A loop may poll it at every turn:
+/// while the task's waker stays the one it registered, a poll reads the
+/// eviction and takes no lock.
+#[derive(Debug)]
+pub struct Evicted<'a> {
     control: &'a ConnControl,
-    evicted: Pin<&'a mut F>,
-    armed: Option<Waker>,
+    registered: Option<Waker>,
 }
 
-impl<'a, F: Future> EvictionWatch<'a, F> {
-    /// Watches `evicted`, a pinned `control.evicted()`.
-    pub fn new(control: &'a ConnControl, evicted: Pin<&'a mut F>) -> Self {
-        EvictionWatch {
-            control,
-            evicted,
-            armed: None,
-        }
-    }
-}
+impl<'a> Future for Evicted<'a> {
+    type Output = &'a Eviction;
 
-impl<F: Future> Future for EvictionWatch<'_, F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'a Eviction> {
         let this = self.get_mut();
-        let armed = this.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-        if armed && this.control.eviction().is_none() {
+        let control = this.control;
+        if let Some(eviction) = control.eviction.get() {
+            return Poll::Ready(eviction);
+        }
+        if this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             return Poll::Pending;
         }
-        if this.evicted.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(());
+        *lock(&control.waiter) = Some(cx.waker().clone());
+        this.registered = Some(cx.waker().clone());
+        // `evict` sets the eviction before it takes the waker: if it came
+        // between the first look and the registration, it shows now.
+        match control.eviction.get() {
+            Some(eviction) => Poll::Ready(eviction),
+            None => Poll::Pending,
         }
-        this.armed = Some(cx.waker().clone());
-        Poll::Pending
     }
 }
 

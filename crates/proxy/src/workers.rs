@@ -93,3 +93,10 @@ impl Workers {
         }
     }
 }
+#[cfg(test)]
+impl Load {
+    /// A connection counted against a worker of its own, for tests.
+    pub(crate) fn counted() -> Load {
+        Load(Arc::new(AtomicUsize::new(1)))
+    }
+}
