@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
 use crate::cli::{EvictMode, UpstreamArg, WsEvict};
 use sluice_core::balance::{Candidate, least_loaded};
 use sluice_core::engine::EvacuationState;
@@ -39,35 +37,92 @@ pub struct Eviction {
     pub deadline: Option<tokio::time::Instant>,
 }
 
-/// A flag one task raises and others wait for (once raised, it stays).
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    raised: AtomicBool,
-    notify: Notify,
+/// A value set once (a flag, for `T = ()`) and awaited by the connection's
+/// own task: one waker slot instead of a `Notify` (whose waiter puts ~100
+/// bytes into every waiting future). Every future awaiting it must run in that
+/// one task (its waker is the one kept); any number of them may.
+#[derive(Debug)]
+pub struct Signal<T = ()> {
+    value: OnceLock<T>,
+    waiter: Mutex<Option<Waker>>,
+}
+
+impl<T> Default for Signal<T> {
+    fn default() -> Self {
+        Signal {
+            value: OnceLock::new(),
+            waiter: Mutex::new(None),
+        }
+    }
+}
+
+impl<T> Signal<T> {
+    /// The value, once set.
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.value.get()
+    }
+
+    /// Sets the value (the first call wins) and wakes the waiting task.
+    pub(crate) fn set(&self, value: T) {
+        let _ = self.value.set(value);
+        if let Some(waker) = lock(&self.waiter).take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves to the value once it is set.
+    pub(crate) fn wait(&self) -> Raised<'_, T> {
+        Raised {
+            signal: self,
+            registered: None,
+        }
+    }
 }
 
 impl Signal {
     /// Raised already.
     pub(crate) fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::SeqCst)
+        self.get().is_some()
     }
 
-    /// Raises it and wakes every waiter.
+    /// Raises it and wakes the waiting task.
     pub(crate) fn raise(&self) {
-        self.raised.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
+        self.set(());
     }
+}
 
-    /// Resolves once it is raised.
-    pub(crate) async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.raised.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
+/// The future of [`Signal::wait`]. A loop may poll it at every turn: while
+/// the task's waker stays the one it registered, a poll reads the value and
+/// takes no lock.
+#[derive(Debug)]
+pub struct Raised<'a, T> {
+    signal: &'a Signal<T>,
+    registered: Option<Waker>,
+}
+
+impl<'a, T> Future for Raised<'a, T> {
+    type Output = &'a T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'a T> {
+        let this = self.get_mut();
+        let signal = this.signal;
+        if let Some(value) = signal.get() {
+            return Poll::Ready(value);
+        }
+        if this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        *lock(&signal.waiter) = Some(cx.waker().clone());
+        this.registered = Some(cx.waker().clone());
+        // `set` stores the value before it takes the waker: if it came
+        // between the first look and the registration, it shows now.
+        match signal.get() {
+            Some(value) => Poll::Ready(value),
+            None => Poll::Pending,
         }
     }
 }
@@ -76,17 +131,13 @@ impl Signal {
 /// between the registry and the connection's task.
 #[derive(Debug, Default)]
 pub struct ConnControl {
-    eviction: OnceLock<Eviction>,
+    eviction: Signal<Eviction>,
     /// Since when the connection waits for its next request, as
     /// [`idle_stamp`]; 0 while an exchange is in flight (or for protocols
     /// that never wait idle).
     idle_since: AtomicU64,
     /// Its turn came to be closed while idle, past the evacuation's deadline.
     close_idle: Signal,
-    /// The waker of the task waiting for the eviction: one slot, because
-    /// only the connection's own task waits (a `Notify` would put a 100-byte
-    /// waiter into every idle connection's task).
-    waiter: Mutex<Option<Waker>>,
 }
 
 /// A point in time as nanoseconds since the first call, plus one (so that 0
@@ -102,10 +153,7 @@ fn idle_stamp() -> u64 {
 impl ConnControl {
     /// Asks the connection to leave (once; later calls are ignored).
     pub fn evict(&self, eviction: Eviction) {
-        let _ = self.eviction.set(eviction);
-        if let Some(waker) = lock(&self.waiter).take() {
-            waker.wake();
-        }
+        self.eviction.set(eviction);
     }
 
     /// Records whether the connection waits idle for its next request; the
@@ -135,49 +183,9 @@ impl ConnControl {
     }
 
     /// Resolves when the connection is asked to leave. Only the connection's
-    /// own task may wait on it (its waker is the one kept); any number of
-    /// these futures may wait in that task.
-    pub fn evicted(&self) -> Evicted<'_> {
-        Evicted {
-            control: self,
-            registered: None,
-        }
-    }
-}
-
-/// The future of [`ConnControl::evicted`]. A loop may poll it at every turn:
-/// while the task's waker stays the one it registered, a poll reads the
-/// eviction and takes no lock.
-#[derive(Debug)]
-pub struct Evicted<'a> {
-    control: &'a ConnControl,
-    registered: Option<Waker>,
-}
-
-impl<'a> Future for Evicted<'a> {
-    type Output = &'a Eviction;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'a Eviction> {
-        let this = self.get_mut();
-        let control = this.control;
-        if let Some(eviction) = control.eviction.get() {
-            return Poll::Ready(eviction);
-        }
-        if this
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            return Poll::Pending;
-        }
-        *lock(&control.waiter) = Some(cx.waker().clone());
-        this.registered = Some(cx.waker().clone());
-        // `evict` sets the eviction before it takes the waker: if it came
-        // between the first look and the registration, it shows now.
-        match control.eviction.get() {
-            Some(eviction) => Poll::Ready(eviction),
-            None => Poll::Pending,
-        }
+    /// own task may wait on it (see [`Signal`]).
+    pub fn evicted(&self) -> Raised<'_, Eviction> {
+        self.eviction.wait()
     }
 }
 

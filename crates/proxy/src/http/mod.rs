@@ -271,7 +271,9 @@ async fn requests(
             conn.client_closed.raise();
         }
         match step {
-            RequestStep::Held => conn.finished.wait().await,
+            RequestStep::Held => {
+                conn.finished.wait().await;
+            }
             RequestStep::CloseApp => {
                 send(
                     dst,
