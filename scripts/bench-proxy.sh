@@ -118,7 +118,7 @@ haproxy -f "$work/haproxy.cfg" -q & pids+=($!); hpid=$!
 
 for p in "${!port[@]}"; do wait_port "${port[$p]}" "$p"; done
 
-declare -A best_rps best_p50 best_p99 errors
+declare -A best_rps best_p50 best_p99 errors round_p99
 # wrk NAME PORT CONNS [SECONDS] -> its output on stdout
 wrk_run() { wrk -t1 -c"$3" -d"${4:-$secs}s" --latency "http://127.0.0.1:$2/" 2>&1; }
 # The socket errors plus non-2xx/3xx responses in wrk's output.
@@ -133,6 +133,7 @@ run_wrk() { # name conns
   err=$(wrk_errors "$out")
   echo "  $1 -c$2: $rps req/s, p50 $p50, p99 $p99, errors $err $(grep -E 'Socket errors|Non-2xx' <<<"$out" | tr -s ' \n' ' ')" >&2
   errors[$key]=$(( ${errors[$key]:-0} + err ))
+  round_p99[$key]="${round_p99[$key]:+${round_p99[$key]}, }$(ms "$p99")"
   if [ -z "${best_rps[$key]:-}" ] || awk "BEGIN{exit !($rps > ${best_rps[$key]})}"; then
     best_rps[$key]=$rps; best_p50[$key]=$p50; best_p99[$key]=$p99
   fi
@@ -208,6 +209,11 @@ echo "| mode | conns | sluice req/s | HAProxy req/s | ratio | sluice p99 | HAPro
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for c in $conns; do row tcp sluice haproxy "$c"; done
 for c in $conns; do row http sluice-http haproxy-http "$c"; done
+echo
+echo "| mode, conns | sluice p99 per round (ms) | HAProxy p99 per round (ms) |"
+echo "|---|---|---|"
+for c in $conns; do echo "| tcp, $c | ${round_p99[sluice/$c]} | ${round_p99[haproxy/$c]} |"; done
+for c in $conns; do echo "| http, $c | ${round_p99[sluice-http/$c]} | ${round_p99[haproxy-http/$c]} |"; done
 echo
 echo "| switch under load (http, 500 conns, $((3 * secs)) s) | req/s | p99 | errors |"
 echo "|---|---:|---:|---:|"

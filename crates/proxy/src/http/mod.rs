@@ -258,6 +258,8 @@ async fn requests(
 ) -> io::Result<Option<&'static str>> {
     let mut pending = opening;
     let mut phase = Requests::Head;
+    // Made once: each registers the task's waker at its first poll only.
+    let (mut evicted, mut finished) = (conn.control.evicted(), conn.finished.wait());
     loop {
         let (n, step) = frame_requests(conn, &mut phase, &pending);
         conn.note_idle();
@@ -272,7 +274,7 @@ async fn requests(
         }
         match step {
             RequestStep::Held => {
-                conn.finished.wait().await;
+                (&mut finished).await;
             }
             RequestStep::CloseApp => {
                 send(
@@ -295,8 +297,8 @@ async fn requests(
             && !conn.app_close_sent.is_raised();
         let more = tokio::select! {
             biased;
-            _ = conn.control.evicted(), if awaits_mark => continue,
-            () = conn.finished.wait() => {
+            _ = &mut evicted, if awaits_mark => continue,
+            _ = &mut finished => {
                 // The last response went out: the upstream gets nothing more,
                 // the client's FIN is awaited (its bytes read and dropped).
                 let _ = dst.shutdown().await;
