@@ -11,7 +11,8 @@
 #  * HTTP mode: `sluice proxy --protocol http` vs HAProxy `mode http` with
 #    `option idle-close-on-response` (both parse every request and response).
 #    Rounds interleave all paths so machine noise hits them alike; the best
-#    round of each is reported, and the socket errors (connect, read, write,
+#    round of each is reported (a second table lists every round's p99, for
+#    the tail's spread), and the socket errors (connect, read, write,
 #    timeout) and non-2xx responses of all rounds are added up.
 #  * switch under load (HTTP mode, 500 connections): halfway through a run,
 #    sluice evacuates the upstream its connections are on (`Connection: close`
