@@ -116,7 +116,14 @@ impl<'a, T> Future for Raised<'a, T> {
         {
             return Poll::Pending;
         }
-        *lock(&signal.waiter) = Some(cx.waker().clone());
+        {
+            let mut waiter = lock(&signal.waiter);
+            debug_assert!(
+                waiter.as_ref().is_none_or(|w| w.will_wake(cx.waker())),
+                "a Signal is awaited by one task only: a second task's waker would replace the first's"
+            );
+            *waiter = Some(cx.waker().clone());
+        }
         this.registered = Some(cx.waker().clone());
         // `set` stores the value before it takes the waker: if it came
         // between the first look and the registration, it shows now.
@@ -580,6 +587,53 @@ impl Drop for ConnSlot {
 mod tests {
     use super::*;
     use sluice_wire::mqtt::ProtocolVersion;
+
+    /// A waker that only counts its wakes: each one is a task of its own.
+    struct Counting(AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {
+        Pin::new(future).poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_signal_wakes_its_task_once_and_then_reads_ready() {
+        let signal = Signal::default();
+        let task = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&task));
+        // Two waits in the one task (as the two directions of a connection).
+        let (mut first, mut second) = (signal.wait(), signal.wait());
+        assert!(poll(&mut first, &waker).is_pending());
+        assert!(poll(&mut second, &waker).is_pending());
+        assert!(
+            poll(&mut first, &waker).is_pending(),
+            "polled again: still waiting"
+        );
+        signal.raise();
+        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken once");
+        assert!(poll(&mut first, &waker).is_ready());
+        assert!(poll(&mut second, &waker).is_ready());
+        assert!(
+            poll(&mut signal.wait(), &waker).is_ready(),
+            "raised stays raised"
+        );
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "awaited by one task only")]
+    fn a_signal_awaited_by_a_second_task_is_caught() {
+        let signal: Signal = Signal::default();
+        let one = Waker::from(Arc::new(Counting(AtomicUsize::new(0))));
+        let other = Waker::from(Arc::new(Counting(AtomicUsize::new(0))));
+        assert!(poll(&mut signal.wait(), &one).is_pending());
+        let _ = poll(&mut signal.wait(), &other);
+    }
 
     fn registry(names: &[&str]) -> Registry {
         let args: Vec<UpstreamArg> = names
