@@ -42,7 +42,7 @@ pub struct Eviction {
 /// bytes into every waiting future). Every future awaiting it must run in that
 /// one task (its waker is the one kept); any number of them may.
 #[derive(Debug)]
-pub struct Signal<T = ()> {
+pub(crate) struct Signal<T = ()> {
     value: OnceLock<T>,
     waiter: Mutex<Option<Waker>>,
 }

@@ -185,6 +185,8 @@ async fn responses(
     let mut splicer = Splicer::server();
     let mut phase = Phase::Serving;
     let mut pending = Vec::new();
+    // Made once: it registers the task's waker at its first poll only.
+    let mut evicted = h2.control.evicted();
     loop {
         let (mut pos, mut flushed) = (0, 0);
         let mut done = None;
@@ -275,7 +277,7 @@ async fn responses(
         let more = match phase {
             Phase::Serving | Phase::Opaque if h2.control.eviction().is_none() => {
                 tokio::select! {
-                    _ = h2.control.evicted() => true,
+                    _ = &mut evicted => true,
                     r = read_more(src, &mut pending) => r?,
                 }
             }

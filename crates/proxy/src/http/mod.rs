@@ -427,6 +427,8 @@ async fn responses(
     let mut phase = Responses::Head;
     // Set when this proxy added `Connection: close` to the response in flight.
     let mut closing = false;
+    // Made once: it registers the task's waker at its first poll only.
+    let mut evicted = conn.control.evicted();
     loop {
         let finished =
             forward_responses(conn, &mut phase, &mut closing, &mut pending, dst, bytes).await?;
@@ -461,7 +463,7 @@ async fn responses(
             }
             Responses::WebSocket { .. } | Responses::Opaque if !conn.marked() => {
                 tokio::select! {
-                    _ = conn.control.evicted() => Ok(true),
+                    _ = &mut evicted => Ok(true),
                     r = read_more(src, &mut pending) => Ok(r?),
                 }
             }
