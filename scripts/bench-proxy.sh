@@ -11,9 +11,12 @@
 #  * HTTP mode: `sluice proxy --protocol http` vs HAProxy `mode http` with
 #    `option idle-close-on-response` (both parse every request and response).
 #    Rounds interleave all paths so machine noise hits them alike; the best
-#    round of each is reported (a second table lists every round's p99, for
-#    the tail's spread), and the socket errors (connect, read, write,
-#    timeout) and non-2xx responses of all rounds are added up.
+#    round of each is reported, and the socket errors (connect, read, write,
+#    timeout) and non-2xx responses of all rounds are added up. A second
+#    table pairs the rounds: every round's p99, the medians over the rounds,
+#    and in how many rounds sluice was at least as fast and its p99 at most
+#    HAProxy's (a difference smaller than the spread between rounds shows up
+#    there as a split count).
 #  * switch under load (HTTP mode, 500 connections): halfway through a run,
 #    sluice evacuates the upstream its connections are on (`Connection: close`
 #    between exchanges; the clients reconnect to the other upstream), and
@@ -119,7 +122,7 @@ haproxy -f "$work/haproxy.cfg" -q & pids+=($!); hpid=$!
 
 for p in "${!port[@]}"; do wait_port "${port[$p]}" "$p"; done
 
-declare -A best_rps best_p50 best_p99 errors round_p99
+declare -A best_rps best_p50 best_p99 errors round_p99 round_rps
 # wrk NAME PORT CONNS [SECONDS] -> its output on stdout
 wrk_run() { wrk -t1 -c"$3" -d"${4:-$secs}s" --latency "http://127.0.0.1:$2/" 2>&1; }
 # The socket errors plus non-2xx/3xx responses in wrk's output.
@@ -135,6 +138,7 @@ run_wrk() { # name conns
   echo "  $1 -c$2: $rps req/s, p50 $p50, p99 $p99, errors $err $(grep -E 'Socket errors|Non-2xx' <<<"$out" | tr -s ' \n' ' ')" >&2
   errors[$key]=$(( ${errors[$key]:-0} + err ))
   round_p99[$key]="${round_p99[$key]:+${round_p99[$key]}, }$(ms "$p99")"
+  round_rps[$key]="${round_rps[$key]:+${round_rps[$key]}, }$rps"
   if [ -z "${best_rps[$key]:-}" ] || awk "BEGIN{exit !($rps > ${best_rps[$key]})}"; then
     best_rps[$key]=$rps; best_p50[$key]=$p50; best_p99[$key]=$p99
   fi
@@ -210,11 +214,31 @@ echo "| mode | conns | sluice req/s | HAProxy req/s | ratio | sluice p99 | HAPro
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for c in $conns; do row tcp sluice haproxy "$c"; done
 for c in $conns; do row http sluice-http haproxy-http "$c"; done
+# Every round, paired: a round ran both proxies back to back, so comparing
+# round by round cancels the slow drift of a shared host, and the medians
+# and the rounds won say what the best rounds alone cannot (whether a
+# difference is larger than the spread between rounds).
+paired() { # mode sluice-path haproxy-path conns
+  local s="$2/$4" h="$3/$4"
+  awk -v sr="${round_rps[$s]}" -v hr="${round_rps[$h]}" -v sp="${round_p99[$s]}" -v hp="${round_p99[$h]}" \
+      -v mode="$1" -v c="$4" '
+    function median(list, a, n, i, j, t) {
+      n = split(list, a, ", ")
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+      return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+    }
+    BEGIN {
+      n = split(sr, a, ", "); split(hr, b, ", "); split(sp, x, ", "); split(hp, y, ", ")
+      for (i = 1; i <= n; i++) { faster += (a[i] + 0 >= b[i] + 0); tighter += (x[i] + 0 <= y[i] + 0) }
+      printf "| %s, %s | %s | %s | %.2f× | %d of %d | %.2f / %.2f | %d of %d |\n", mode, c, sp, hp,
+        median(sr) / median(hr), faster, n, median(sp), median(hp), tighter, n
+    }'
+}
 echo
-echo "| mode, conns | sluice p99 per round (ms) | HAProxy p99 per round (ms) |"
-echo "|---|---|---|"
-for c in $conns; do echo "| tcp, $c | ${round_p99[sluice/$c]} | ${round_p99[haproxy/$c]} |"; done
-for c in $conns; do echo "| http, $c | ${round_p99[sluice-http/$c]} | ${round_p99[haproxy-http/$c]} |"; done
+echo "| mode, conns | sluice p99 per round (ms) | HAProxy p99 per round (ms) | median req/s ratio | rounds sluice ≥ HAProxy req/s | median p99 sluice / HAProxy (ms) | rounds sluice p99 ≤ HAProxy's |"
+echo "|---|---|---|---:|---:|---:|---:|"
+for c in $conns; do paired tcp sluice haproxy "$c"; done
+for c in $conns; do paired http sluice-http haproxy-http "$c"; done
 echo
 echo "| switch under load (http, 500 conns, $((3 * secs)) s) | req/s | p99 | errors |"
 echo "|---|---:|---:|---:|"
