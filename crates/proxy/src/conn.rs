@@ -205,8 +205,16 @@ pub async fn handle(shared: Arc<Shared>, client: TcpStream, _load: Load) {
         ))
         .await
     } else {
-        let streams = (&mut client, &mut server);
-        pipe(&shared, upstream, streams, &control, version, opening).await
+        pipe(
+            &shared,
+            upstream,
+            &mut client,
+            &mut server,
+            &control,
+            version,
+            opening,
+        )
+        .await
     };
     if let Some(reason) = evicted {
         shared.metrics().evicted(&upstream.name, reason);
@@ -318,7 +326,8 @@ async fn open(shared: &Arc<Shared>, mut client: TcpStream) -> Option<Opened> {
 async fn pipe(
     shared: &Shared,
     upstream: &Upstream,
-    (client, server): (&mut TcpStream, &mut TcpStream),
+    client: &mut TcpStream,
+    server: &mut TcpStream,
     control: &ConnControl,
     version: Option<ProtocolVersion>,
     opening: Vec<u8>,

@@ -28,8 +28,9 @@ const MESSAGE: &[u8] = b"\x00\x00\x00\x00\x05hello";
 enum Call {
     /// Answered; `true` when with a 2xx status and `grpc-status: 0`.
     Answered(bool),
-    /// Not processed: the server sent GOAWAY (NO_ERROR) first.
-    GoneAway,
+    /// Not processed, so safe to retry elsewhere (RFC 9113 §8.7): the server
+    /// sent GOAWAY (NO_ERROR) first, or refused the stream.
+    NotProcessed,
     /// Failed at the connection level.
     Failed(Cause),
 }
@@ -78,7 +79,7 @@ pub(super) async fn hold(
                     counts.non2xx();
                 }
             }
-            Call::GoneAway => break Ended::Lost(Cause::GoAway),
+            Call::NotProcessed => break Ended::Lost(Cause::GoAway),
             Call::Failed(cause) => {
                 counts.request();
                 counts.socket_error();
@@ -149,11 +150,11 @@ fn grpc_ok(headers: &HeaderMap) -> Option<bool> {
 /// otherwise a failure.
 fn failure(e: &h2::Error) -> Call {
     if e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR) {
-        return Call::GoneAway;
+        return Call::NotProcessed;
     }
     if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
         // RFC 9113 §8.7: refused streams were not processed; retried.
-        return Call::GoneAway;
+        return Call::NotProcessed;
     }
     Call::Failed(cause_of(e))
 }
