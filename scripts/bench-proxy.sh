@@ -122,7 +122,7 @@ haproxy -f "$work/haproxy.cfg" -q & pids+=($!); hpid=$!
 
 for p in "${!port[@]}"; do wait_port "${port[$p]}" "$p"; done
 
-declare -A best_rps best_p50 best_p99 errors round_p99 round_rps
+declare -A best_rps best_p99 errors round_p99 round_rps
 # wrk NAME PORT CONNS [SECONDS] -> its output on stdout
 wrk_run() { wrk -t1 -c"$3" -d"${4:-$secs}s" --latency "http://127.0.0.1:$2/" 2>&1; }
 # The socket errors plus non-2xx/3xx responses in wrk's output.
@@ -140,7 +140,7 @@ run_wrk() { # name conns
   round_p99[$key]="${round_p99[$key]:+${round_p99[$key]}, }$(ms "$p99")"
   round_rps[$key]="${round_rps[$key]:+${round_rps[$key]}, }$rps"
   if [ -z "${best_rps[$key]:-}" ] || awk "BEGIN{exit !($rps > ${best_rps[$key]})}"; then
-    best_rps[$key]=$rps; best_p50[$key]=$p50; best_p99[$key]=$p99
+    best_rps[$key]=$rps; best_p99[$key]=$p99
   fi
 }
 
