@@ -177,6 +177,7 @@ pub async fn run_conn_until(
     let timeline = recording.finish(&urls);
     let mut summary = Summary::build(&cfg, title, agg, timeline.samples, elapsed);
     summary.revisions = timeline.revisions;
+    summary.instances = timeline.instances;
     Ok(summary)
 }
 

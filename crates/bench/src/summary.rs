@@ -59,7 +59,8 @@ pub struct Summary {
     pub ramp: Ramp,
     /// Resident memory of the processes that ran the clients.
     pub memory: Memory,
-    /// Instances seen in the evacuators' metrics, in first-seen order.
+    /// Instances seen in the evacuators' metrics: in the order of the
+    /// `--metrics` URLs that report them, then in first-seen order.
     pub instances: Vec<String>,
     /// Each instance's revision, where the metrics label it (`sluice up`
     /// does): the report groups instances by revision, the first seen being
@@ -212,7 +213,9 @@ pub struct Memory {
 }
 
 impl Summary {
-    /// Builds the summary from the merged records and the timeline.
+    /// Builds the summary from the merged records and the timeline. Its
+    /// instances are in first-seen order: the caller that knows the
+    /// `--metrics` URLs replaces them with the URLs' order.
     pub fn build(
         cfg: &ConnConfig,
         title: Option<&str>,

@@ -107,6 +107,11 @@ pub(crate) struct Timeline {
     pub samples: Vec<TimelineSample>,
     /// Each instance's revision, where the metrics say.
     pub revisions: BTreeMap<String, String>,
+    /// Instance names in the order of the URLs that report them, then in
+    /// first-seen order: the order the user gave, not the order in which
+    /// scrapes first succeeded (a slow first scrape of the old set must not
+    /// make the new set read as the old one).
+    pub instances: Vec<String>,
 }
 
 impl Recording {
@@ -199,7 +204,14 @@ impl Recording {
             .zip(&names)
             .filter_map(|(s, name)| Some((name.clone(), s.revision.clone()?)))
             .collect();
-        Timeline { samples, revisions }
+        let mut order: Vec<usize> = (0..self.series.len()).collect();
+        order.sort_by_key(|&id| self.series[id].url);
+        let instances = order.into_iter().map(|id| names[id].clone()).collect();
+        Timeline {
+            samples,
+            revisions,
+            instances,
+        }
     }
 }
 
@@ -250,12 +262,16 @@ mod tests {
         })
     }
 
-    #[test]
-    fn series_keep_their_names_across_samples() {
-        let urls: Vec<MetricsUrl> = ["http://a:1/metrics", "http://b:2/metrics"]
+    fn two_urls() -> Vec<MetricsUrl> {
+        ["http://a:1/metrics", "http://b:2/metrics"]
             .iter()
             .map(|u| u.parse().unwrap())
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn series_keep_their_names_across_samples() {
+        let urls = two_urls();
         let mut r = Recording::default();
         r.push(0.0, 10, 0, None, &[scraped(&[("blue", 10)], None), None]);
         r.push(
@@ -292,6 +308,16 @@ mod tests {
         assert_eq!(samples[2].http, Some(http));
         assert_eq!(samples[1].http, None);
         assert_eq!(t.revisions["green"], "rev-green");
+    }
+
+    #[test]
+    fn instances_follow_the_order_of_the_urls_not_of_the_first_scrape() {
+        let urls = two_urls();
+        let mut r = Recording::default();
+        // The first scrape of the first URL failed: green is seen first.
+        r.push(0.0, 10, 0, None, &[None, scraped(&[("green", 0)], None)]);
+        r.push(0.1, 10, 0, None, &[scraped(&[("blue", 10)], None), None]);
+        assert_eq!(r.finish(&urls).instances, ["blue", "green"]);
     }
 
     #[test]

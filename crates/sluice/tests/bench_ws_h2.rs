@@ -112,9 +112,10 @@ fn evicted_h2_clients_leave_once_by_goaway_and_no_call_fails() {
     );
 }
 
-/// Every other connection's upgrade is refused with 503; the others are
-/// accepted, get one message echoed and are then dropped without a Close.
-fn refuse_or_drop(mut s: TcpStream, refuse: bool) {
+/// Every other connection's upgrade is refused with 503 when `refuse`; the
+/// others are accepted and get one message echoed with `behind` in the
+/// same write, then the server's FIN.
+fn refuse_or_echo(mut s: TcpStream, refuse: bool, behind: &[u8]) {
     if !read_request_head(&mut s) {
         return;
     }
@@ -140,19 +141,30 @@ fn refuse_or_drop(mut s: TcpStream, refuse: bool) {
     }
     let mut echo = vec![0x81, payload.len() as u8];
     echo.extend_from_slice(&payload);
+    echo.extend_from_slice(behind);
     let _ = s.write_all(&echo);
-    // Then gone, without a Close.
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    // Whatever the client answers is read until its FIN.
+    let _ = std::io::copy(&mut s, &mut std::io::sink());
 }
 
-#[test]
-fn a_refused_upgrade_is_non_2xx_and_a_drop_without_close_is_a_socket_error() {
+/// Serves every connection of a bench run with `serve` on a new thread;
+/// returns the listening port.
+fn serve_each(serve: fn(TcpStream, usize)) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for (n, s) in listener.incoming().flatten().enumerate() {
-            std::thread::spawn(move || refuse_or_drop(s, n % 2 == 0));
+            std::thread::spawn(move || serve(s, n));
         }
     });
+    port
+}
+
+#[test]
+fn a_refused_upgrade_is_non_2xx_and_a_drop_without_close_is_a_socket_error() {
+    // The drop: nothing behind the echo but the FIN.
+    let port = serve_each(|s, n| refuse_or_echo(s, n % 2 == 0, b""));
     let dir = TempDir::new("bench-ws-drop");
     let json = dir.0.join("drop.json");
     let s = finish(start_bench("ws", port, &json, 3), &json, "ws messages");
@@ -165,6 +177,30 @@ fn a_refused_upgrade_is_non_2xx_and_a_drop_without_close_is_a_socket_error() {
     assert!(
         causes.keys().all(|k| !k.starts_with("ws_close")),
         "no Close was sent: {s:#}"
+    );
+}
+
+/// A Close that comes in the same segment as the echo before it, with the
+/// FIN right behind (a loaded proxy or server coalesces them), is still the
+/// server's graceful leave, not a close without a Close.
+#[test]
+fn a_close_right_behind_an_echo_is_a_graceful_leave() {
+    // Close 1001 (0x03E9), unmasked: the server's.
+    let port = serve_each(|s, _| refuse_or_echo(s, false, &[0x88, 0x02, 0x03, 0xE9]));
+    let dir = TempDir::new("bench-ws-close-behind");
+    let json = dir.0.join("close.json");
+    let s = finish(start_bench("ws", port, &json, 3), &json, "ws messages");
+    assert_eq!(s["socketErrors"], 0, "{s:#}");
+    assert_eq!(s["non2xx"], 0, "{s:#}");
+    let causes = s["disconnectCauses"].as_object().unwrap();
+    assert_eq!(
+        causes.keys().collect::<Vec<_>>(),
+        ["ws_close:1001"],
+        "{s:#}"
+    );
+    assert!(
+        causes["ws_close:1001"].as_u64().unwrap() >= CLIENTS,
+        "{s:#}"
     );
 }
 

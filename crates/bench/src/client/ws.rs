@@ -155,33 +155,39 @@ pub(super) async fn hold(
     let mut n = 0u64;
     loop {
         // Between messages, a Close (or anything else) from the server is
-        // read at once rather than after the next message.
-        let idle_read = tokio::select! {
-            biased;
-            _ = crate::stopped(stop) => {
-                let _ = s.send(OPCODE_CLOSE, &CLOSE_NORMAL.to_be_bytes()).await;
-                let _ = s.stream.shutdown().await;
-                return Ended::Stopped;
-            }
-            r = s.stream.readable() => Some(r),
-            _ = tokio::time::sleep(think) => None,
-        };
-        if let Some(ready) = idle_read {
-            let read = ready.and_then(|()| read_some(&s.stream, &mut s.buf));
-            match read {
-                Ok(0) => {
+        // read at once rather than after the next message. Bytes that came
+        // behind the last echo (its Close, often with the FIN) are already
+        // here: they are read before the socket is.
+        let spoke = if s.buf.is_empty() {
+            let idle_read = tokio::select! {
+                biased;
+                _ = crate::stopped(stop) => {
+                    let _ = s.send(OPCODE_CLOSE, &CLOSE_NORMAL.to_be_bytes()).await;
+                    let _ = s.stream.shutdown().await;
+                    return Ended::Stopped;
+                }
+                r = s.stream.readable() => Some(r),
+                _ = tokio::time::sleep(think) => None,
+            };
+            match idle_read.map(|ready| ready.and_then(|()| read_some(&s.stream, &mut s.buf))) {
+                None => false,
+                Some(Ok(0)) => {
                     counts.socket_error();
                     return Ended::Lost(Cause::ClosedByPeer);
                 }
-                Ok(_) => {}
+                Some(Ok(_)) => true,
                 // The readiness was stale (it stays set until a read would
                 // block): nothing came.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Some(Err(e)) => {
                     counts.socket_error();
                     return Ended::Lost(cause_of(&e));
                 }
             }
+        } else {
+            true
+        };
+        if spoke {
             let incoming = tokio::select! {
                 biased;
                 _ = crate::stopped(stop) => {
