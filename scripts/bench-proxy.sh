@@ -2,9 +2,11 @@
 # Benchmark of `sluice proxy` against a direct connection and HAProxy 2.6, side
 # by side in one run, on loopback. Not a test: it prints figures.
 #
-#   scripts/bench-proxy.sh [SECONDS_PER_RUN] [ROUNDS] [CONNECTION_COUNTS]
+#   scripts/bench-proxy.sh [SECONDS_PER_RUN] [ROUNDS] [CONNECTION_COUNTS] [THREADS]
 #
-# CONNECTION_COUNTS defaults to "50 500 5000". Upstream: nginx (Debian)
+# CONNECTION_COUNTS defaults to "50 500 5000". THREADS, when given, is each
+# proxy's thread count (sluice `--workers`, HAProxy `nbthread`); by default
+# each runs its own default, one thread per core. Upstream: nginx (Debian)
 # answering a tiny keep-alive HTTP response, so wrk's request/response round
 # trip is an echo round trip through each path.
 #  * TCP mode: direct vs `sluice proxy --protocol tcp` vs HAProxy `mode tcp`.
@@ -34,6 +36,11 @@ cd "$(dirname "$0")/.."
 secs=${1:-8}
 rounds=${2:-3}
 conns=${3:-50 500 5000}
+threads=${4:-}
+if [ -n "$threads" ] && ! [[ "$threads" =~ ^[1-9][0-9]*$ ]]; then
+  echo "bench-proxy: THREADS (the fourth argument) must be a whole number of threads, 1 or more; got '$threads'" >&2
+  exit 1
+fi
 
 for tool in haproxy nginx wrk python3 curl; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
@@ -91,6 +98,7 @@ nginx -c "$work/nginx.conf" -e "$work/nginx.err" & pids+=($!)
 cat > "$work/haproxy.cfg" <<CONF
 global
   maxconn 9800
+${threads:+  nbthread $threads}
 defaults
   timeout connect 5s
   timeout client 600s
@@ -114,11 +122,11 @@ CONF
 haproxy -f "$work/haproxy.cfg" -q & pids+=($!); hpid=$!
 
 "$sluice" proxy --listen "127.0.0.1:${port[sluice]}" --upstream "nginx=127.0.0.1:$up" \
-  --admin "127.0.0.1:$admin" --protocol tcp >"$work/sluice.log" 2>&1 & pids+=($!); spid=$!
+  --admin "127.0.0.1:$admin" --protocol tcp ${threads:+--workers "$threads"} >"$work/sluice.log" 2>&1 & pids+=($!); spid=$!
 # Two upstreams naming the same nginx: the switch moves connections from one to the other.
 "$sluice" proxy --listen "127.0.0.1:${port[sluice-http]}" --upstream "a=127.0.0.1:$up" \
   --upstream "b=127.0.0.1:$up" --admin "127.0.0.1:$admin_http" --protocol http \
-  >"$work/sluice-http.log" 2>&1 & pids+=($!)
+  ${threads:+--workers "$threads"} >"$work/sluice-http.log" 2>&1 & pids+=($!)
 
 for p in "${!port[@]}"; do wait_port "${port[$p]}" "$p"; done
 
@@ -165,7 +173,7 @@ for n in 1000 9000; do
 done
 
 paths="direct sluice haproxy sluice-http haproxy-http"
-echo "bench-proxy: $rounds rounds of ${secs}s per path and connection count ($conns)" >&2
+echo "bench-proxy: $rounds rounds of ${secs}s per path and connection count ($conns), threads per proxy: ${threads:-the default, one per core}" >&2
 for r in $(seq "$rounds"); do
   echo "round $r" >&2
   for c in $conns; do
