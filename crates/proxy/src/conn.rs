@@ -4,6 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use sluice_wire::mqtt::ProtocolVersion;
@@ -31,17 +32,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one log line per this period about running out of file descriptors.
 const EMFILE_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The accept loop: hands each connection to a worker. Never returns; errors
-/// are logged and backed off.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, workers: Arc<Workers>) {
+/// An accept loop (each worker runs one on its own listening socket): gives
+/// each connection to `place`. Never returns; errors are logged and backed off.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut place: impl FnMut(TcpStream)) {
     let mut last_emfile_log: Option<Instant> = None;
     let mut emfile_count = 0u64;
     loop {
         match listener.accept().await {
-            Ok((client, _)) => match client.into_std() {
-                Ok(client) => workers.dispatch(client),
-                Err(e) => tracing::debug!(error = %e, "cannot hand an accepted connection over"),
-            },
+            Ok((client, _)) => place(client),
             Err(e) => {
                 if out_of_files(&e) {
                     emfile_count += 1;
@@ -346,12 +344,13 @@ async fn pipe(
     let (mut client_r, mut client_w) = client.split();
     let (mut server_r, mut server_w) = server.split();
     let mut evicted = control.evicted();
+    let first_fin = AtomicBool::new(false);
     // The futures are built inside the select!: a future first bound to a local
     // and then moved keeps its storage twice in this task's state.
     let outcome = tokio::select! {
         r = async {
             tokio::try_join!(
-                Direction::new(&mut client_r, &mut server_w, c2u_tracker, &m.client_to_upstream)
+                Direction::new(&mut client_r, &mut server_w, c2u_tracker, &m.client_to_upstream, &first_fin)
                 .run(control, |t| match (version, t) {
                     // Tell the broker the client leaves normally, so that it does
                     // not publish the will of a client that is only moving.
@@ -363,6 +362,7 @@ async fn pipe(
                     &mut client_w,
                     version.map(|_| Tracker::new()),
                     &m.upstream_to_client,
+                    &first_fin,
                 )
                 .run(control, |t| match (version, t, control.eviction()) {
                     // Only after the CONNACK: a DISCONNECT before it breaks the

@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -89,8 +90,25 @@ pub struct Direction<'a, 'b> {
     tracker: Option<Tracker>,
     bytes: &'a Counter,
     unsent: Option<Unsent>,
-    /// The source's FIN came; the destination's is being sent.
-    eof: bool,
+    /// Where the source's FIN is.
+    fin: Fin,
+    /// Shared by a connection's two directions: set by the first whose
+    /// source sends its FIN.
+    first_fin: &'a AtomicBool,
+}
+
+/// Where a direction is with its source's FIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fin {
+    /// Not come yet.
+    NotYet,
+    /// Came first of the connection's two: passed on now (`shutdown`), and
+    /// the other direction keeps flowing (half-close).
+    PassOn,
+    /// Came second: the other direction's source was read to its end, so the
+    /// close that follows at once sends this FIN too (not a reset) and a
+    /// `shutdown` would be one syscall more per connection.
+    LeaveToClose,
 }
 
 /// What a direction writes to its destination when it stops for an eviction,
@@ -99,12 +117,15 @@ pub type Farewell = (Option<Vec<u8>>, &'static str);
 
 impl<'a, 'b> Direction<'a, 'b> {
     /// Bytes from `src` to `dst`, counted in `bytes`; `tracker` follows MQTT
-    /// packet boundaries (`None` for opaque TCP).
+    /// packet boundaries (`None` for opaque TCP). `first_fin` is shared with
+    /// the connection's other direction (starts false); the sockets must be
+    /// closed as soon as both directions have ended.
     pub fn new(
         src: &'a mut ReadHalf<'b>,
         dst: &'a mut WriteHalf<'b>,
         tracker: Option<Tracker>,
         bytes: &'a Counter,
+        first_fin: &'a AtomicBool,
     ) -> Self {
         Direction {
             src,
@@ -112,7 +133,8 @@ impl<'a, 'b> Direction<'a, 'b> {
             tracker,
             bytes,
             unsent: None,
-            eof: false,
+            fin: Fin::NotYet,
+            first_fin,
         }
     }
 
@@ -175,10 +197,14 @@ impl<'a, 'b> Direction<'a, 'b> {
                     return Poll::Ready(Ok(End::Stopped));
                 }
             }
-            if self.eof {
-                // The peer may be gone already; the FIN is best effort.
-                let _ = ready!(Pin::new(&mut *self.dst).poll_shutdown(cx));
-                return Poll::Ready(Ok(End::Eof));
+            match self.fin {
+                Fin::NotYet => {}
+                Fin::PassOn => {
+                    // The peer may be gone already; the FIN is best effort.
+                    let _ = ready!(Pin::new(&mut *self.dst).poll_shutdown(cx));
+                    return Poll::Ready(Ok(End::Eof));
+                }
+                Fin::LeaveToClose => return Poll::Ready(Ok(End::Eof)),
             }
             if self.can_stop() && control.eviction().is_some() {
                 return Poll::Ready(Ok(End::Stopped));
@@ -194,7 +220,13 @@ impl<'a, 'b> Direction<'a, 'b> {
                 forward_now(chunk, tracker.as_mut(), dst, bytes, control)
             }))?;
             match read.transpose()? {
-                None => self.eof = true,
+                None => {
+                    self.fin = if self.first_fin.swap(true, Ordering::Relaxed) {
+                        Fin::LeaveToClose
+                    } else {
+                        Fin::PassOn
+                    };
+                }
                 Some(Burst { rest: None, stop }) => {
                     if stop {
                         return Poll::Ready(Ok(End::Stopped));

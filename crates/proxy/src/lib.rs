@@ -82,12 +82,12 @@ pub enum ProxyError {
     Workers(std::io::Error),
 }
 
-/// Connections the kernel queues for `accept` (capped by
-/// `net.core.somaxconn`): thousands of clients connecting at once must not
+/// Connections the kernel queues for `accept` on each listening socket (capped
+/// by `net.core.somaxconn`): thousands of clients connecting at once must not
 /// overflow it, or their handshakes stall for a SYN retransmission.
 const BACKLOG: u32 = 4096;
 
-/// State shared by the accept loop, the connection tasks and the admin API.
+/// State shared by the accept loops, the connection tasks and the admin API.
 #[derive(Debug)]
 pub struct Shared {
     /// The flags.
@@ -142,9 +142,15 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
                 .to_owned(),
         ));
     }
-    let listener = match args.listen {
-        Some(addr) => Some(bind("--listen", addr).await?),
-        None => None,
+    let listeners = match args.listen {
+        Some(addr) => {
+            workers::bind_group(addr, args.workers()).map_err(|source| ProxyError::Bind {
+                flag: "--listen",
+                addr,
+                source,
+            })?
+        }
+        None => Vec::new(),
     };
     let unix = match &args.accept_unix {
         Some(path) => Some(bind_unix(path)?),
@@ -171,16 +177,9 @@ pub async fn run(args: ProxyArgs) -> Result<(), ProxyError> {
         ws_evict = shared.args.ws_evict.as_str(),
         "sluice proxy started"
     );
-    let workers = workers::Workers::start(shared.args.workers(), &shared, conn::handle)
+    let workers = workers::Workers::start(shared.args.workers(), &shared, listeners, conn::handle)
         .map_err(ProxyError::Workers)?;
     let workers = Arc::new(workers);
-    if let Some(listener) = listener {
-        tokio::spawn(conn::serve(
-            listener,
-            Arc::clone(&shared),
-            Arc::clone(&workers),
-        ));
-    }
     if let Some(unix) = unix {
         tokio::spawn(conn::serve_unix(unix, Arc::clone(&workers)));
     }

@@ -1,16 +1,19 @@
-//! Opaque TCP through the proxy: half-close is passed on both ways, and an
-//! evicted TCP connection is closed with a FIN, never a reset.
+//! Opaque TCP through the proxy: half-close is passed on both ways, an
+//! evicted TCP connection is closed with a FIN, never a reset, and the
+//! workers' listening sockets serve together without sharing the port with
+//! anyone else.
 
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use sluice_api::admin::{EvacuationRequest, path};
 use support::proxy_extra::Proxy;
-use support::wait_until;
+use support::{ChildGuard, free_port, sluice_bin, wait_until};
 
 /// An upstream that reads the client's bytes until its FIN, answers
 /// "reply:" + what it read, then closes.
@@ -127,4 +130,78 @@ fn evicted_tcp_connection_gets_a_fin_not_a_reset() {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => panic!("refusal was a reset"),
         other => panic!("expected EOF, got {other:?}"),
     }
+}
+
+/// Each worker accepts on its own socket of an `SO_REUSEPORT` group; many
+/// connections at once are all served, over every worker.
+#[test]
+fn connections_at_once_are_all_served_by_three_workers() {
+    let proxy = Proxy::start(
+        &[("echo", reply_after_fin_server())],
+        &["--protocol", "tcp", "--workers", "3"],
+    );
+    let clients: Vec<_> = (0..60)
+        .map(|i| {
+            let mut s = client(&proxy);
+            s.write_all(format!("client {i}").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    for (i, mut s) in clients.into_iter().enumerate() {
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, format!("reply:client {i}"));
+    }
+}
+
+/// The group must not let a second proxy (or anything else) share the port
+/// silently: it is refused, naming the flag.
+#[test]
+fn a_second_proxy_on_the_same_port_is_refused() {
+    let proxy = Proxy::start(
+        &[("echo", reply_after_fin_server())],
+        &["--protocol", "tcp"],
+    );
+    let mut second = ChildGuard(
+        Command::new(sluice_bin())
+            .args([
+                "proxy",
+                "--listen",
+                &proxy.listen.to_string(),
+                "--upstream",
+                "a=127.0.0.1:1",
+                "--admin",
+                &free_port().to_string(),
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Killed when dropped, should it start after all.
+    wait_until("the second proxy to exit", Duration::from_secs(10), || {
+        second.0.try_wait().unwrap().is_some()
+    });
+    let status = second.0.wait().unwrap();
+    assert!(!status.success());
+    let mut err = String::new();
+    second
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains(&format!("cannot listen on {} (--listen)", proxy.listen))
+            && err.contains("in use"),
+        "{err}"
+    );
+    // The first one still serves.
+    let mut s = client(&proxy);
+    s.write_all(b"still").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "reply:still");
 }
