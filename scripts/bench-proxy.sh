@@ -19,6 +19,10 @@
 #    and in how many rounds sluice was at least as fast and its p99 at most
 #    HAProxy's (a difference smaller than the spread between rounds shows up
 #    there as a split count).
+#  * connection churn (50 connections, `Connection: close` on every request,
+#    so every request opens a new connection through each path: the cost of
+#    accepting, connecting upstream and closing, as in a reconnect storm),
+#    in the same rounds and tables, on the rows "50, new conn. per request".
 #  * switch under load (HTTP mode, 500 connections): halfway through a run,
 #    sluice evacuates the upstream its connections are on (`Connection: close`
 #    between exchanges; the clients reconnect to the other upstream), and
@@ -131,19 +135,30 @@ haproxy -f "$work/haproxy.cfg" -q & pids+=($!); hpid=$!
 for p in "${!port[@]}"; do wait_port "${port[$p]}" "$p"; done
 
 declare -A best_rps best_p99 errors round_p99 round_rps
-# wrk NAME PORT CONNS [SECONDS] -> its output on stdout
-wrk_run() { wrk -t1 -c"$3" -d"${4:-$secs}s" --latency "http://127.0.0.1:$2/" 2>&1; }
+# wrk NAME PORT CONNS [SECONDS] -> its output on stdout; with close=1, every
+# request asks for `Connection: close` (a new connection per request).
+close=
+wrk_run() {
+  local header=(); [ -n "$close" ] && header=(-H "Connection: close")
+  wrk -t1 -c"$3" -d"${4:-$secs}s" --latency "${header[@]}" "http://127.0.0.1:$2/" 2>&1
+}
+churn_conns=50
+# The key of a run's figures: the path and the connection count, "close-" first
+# for the churn runs.
+key() { echo "$1/${close:+close-}$2"; }
+# The connection count as the tables show it.
+label() { case $1 in close-*) echo "${1#close-}, new conn. per request" ;; *) echo "$1" ;; esac; }
 # The socket errors plus non-2xx/3xx responses in wrk's output.
 wrk_errors() { awk '/Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
   /Non-2xx/ { n += $NF } END { print n + 0 }' <<<"$1"; }
 run_wrk() { # name conns
-  local out rps p50 p99 err key="$1/$2"
+  local out rps p50 p99 err key; key=$(key "$1" "$2")
   out=$(wrk_run "$1" "${port[$1]}" "$2")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   err=$(wrk_errors "$out")
-  echo "  $1 -c$2: $rps req/s, p50 $p50, p99 $p99, errors $err $(grep -E 'Socket errors|Non-2xx' <<<"$out" | tr -s ' \n' ' ')" >&2
+  echo "  $1 -c$2${close:+ (Connection: close)}: $rps req/s, p50 $p50, p99 $p99, errors $err $(grep -E 'Socket errors|Non-2xx' <<<"$out" | tr -s ' \n' ' ')" >&2
   errors[$key]=$(( ${errors[$key]:-0} + err ))
   round_p99[$key]="${round_p99[$key]:+${round_p99[$key]}, }$(ms "$p99")"
   round_rps[$key]="${round_rps[$key]:+${round_rps[$key]}, }$rps"
@@ -173,12 +188,15 @@ for n in 1000 9000; do
 done
 
 paths="direct sluice haproxy sluice-http haproxy-http"
-echo "bench-proxy: $rounds rounds of ${secs}s per path and connection count ($conns), threads per proxy: ${threads:-the default, one per core}" >&2
+echo "bench-proxy: $rounds rounds of ${secs}s per path and connection count ($conns, and $churn_conns with a new connection per request), threads per proxy: ${threads:-the default, one per core}" >&2
 for r in $(seq "$rounds"); do
   echo "round $r" >&2
   for c in $conns; do
     for p in $paths; do run_wrk "$p" "$c"; done
   done
+  close=1
+  for p in $paths; do run_wrk "$p" "$churn_conns"; done
+  close=
 done
 
 # The switch under load: wrk for 3*secs, the switch after secs.
@@ -210,9 +228,9 @@ sw_haproxy=$(switch haproxy-http)
 echo "  haproxy soft-stop: $sw_haproxy" >&2
 pids+=("$(cat "$work/haproxy2.pid")")
 
-row() { # mode sluice-path haproxy-path conns
+row() { # mode sluice-path haproxy-path key-suffix (conns, or close-conns)
   local s="$2/$4" h="$3/$4"
-  printf '| %s | %s | %s | %s | %.2f× | %s | %s | %s | %s | %s |\n' "$1" "$4" \
+  printf '| %s | %s | %s | %s | %.2f× | %s | %s | %s | %s | %s |\n' "$1" "$(label "$4")" \
     "${best_rps[$s]}" "${best_rps[$h]}" "$(awk "BEGIN{print ${best_rps[$s]} / ${best_rps[$h]}}")" \
     "$(ms "${best_p99[$s]}") ms" "$(ms "${best_p99[$h]}") ms" "${errors[$s]}" "${errors[$h]}" \
     "${best_rps[direct/$4]}"
@@ -220,16 +238,16 @@ row() { # mode sluice-path haproxy-path conns
 echo
 echo "| mode | conns | sluice req/s | HAProxy req/s | ratio | sluice p99 | HAProxy p99 | sluice errors | HAProxy errors | direct req/s |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-for c in $conns; do row tcp sluice haproxy "$c"; done
-for c in $conns; do row http sluice-http haproxy-http "$c"; done
+for c in $conns "close-$churn_conns"; do row tcp sluice haproxy "$c"; done
+for c in $conns "close-$churn_conns"; do row http sluice-http haproxy-http "$c"; done
 # Every round, paired: a round ran both proxies back to back, so comparing
 # round by round cancels the slow drift of a shared host, and the medians
 # and the rounds won say what the best rounds alone cannot (whether a
 # difference is larger than the spread between rounds).
-paired() { # mode sluice-path haproxy-path conns
+paired() { # mode sluice-path haproxy-path key-suffix (conns, or close-conns)
   local s="$2/$4" h="$3/$4"
   awk -v sr="${round_rps[$s]}" -v hr="${round_rps[$h]}" -v sp="${round_p99[$s]}" -v hp="${round_p99[$h]}" \
-      -v mode="$1" -v c="$4" '
+      -v mode="$1" -v c="$(label "$4")" '
     function median(list, a, n, i, j, t) {
       n = split(list, a, ", ")
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
@@ -245,8 +263,8 @@ paired() { # mode sluice-path haproxy-path conns
 echo
 echo "| mode, conns | sluice p99 per round (ms) | HAProxy p99 per round (ms) | median req/s ratio | rounds sluice ≥ HAProxy req/s | median p99 sluice / HAProxy (ms) | rounds sluice p99 ≤ HAProxy's |"
 echo "|---|---|---|---:|---:|---:|---:|"
-for c in $conns; do paired tcp sluice haproxy "$c"; done
-for c in $conns; do paired http sluice-http haproxy-http "$c"; done
+for c in $conns "close-$churn_conns"; do paired tcp sluice haproxy "$c"; done
+for c in $conns "close-$churn_conns"; do paired http sluice-http haproxy-http "$c"; done
 echo
 echo "| switch under load (http, 500 conns, $((3 * secs)) s) | req/s | p99 | errors |"
 echo "|---|---:|---:|---:|"

@@ -8,7 +8,7 @@
 //! (see [`bind_group`]): the kernel spreads new connections over the group,
 //! so accepting costs no thread hop and no registration with another event
 //! loop. A worker keeps what it accepts unless another worker has fewer
-//! connections by more than a slack ([`serving_worker`]); then it hands the
+//! connections by more than a slack; then it hands the
 //! connection to that one, which keeps the workers even when connections end
 //! unevenly. Connections handed over by a supervisor (`--accept-unix`) go to
 //! the worker with the fewest.
@@ -63,15 +63,11 @@ struct Placement {
 }
 
 impl Placement {
-    /// Where a connection accepted by this worker is served: `None` here,
-    /// otherwise handed to the worker with the fewest.
+    /// The connection back if this worker is to serve it; otherwise it is
+    /// handed to the worker with the fewest (dropped if the workers are
+    /// shutting down) and `None` comes back.
     fn hand_over(&self, client: TcpStream) -> Option<TcpStream> {
-        let loads: Vec<usize> = self
-            .loads
-            .iter()
-            .map(|l| l.load(Ordering::Relaxed))
-            .collect();
-        let target = serving_worker(&loads, self.me);
+        let target = serving_worker(&snapshot(&self.loads), self.me);
         if target == self.me {
             return Some(client);
         }
@@ -93,7 +89,7 @@ impl Placement {
 /// for real imbalance: the kernel's spread of connections over the listening
 /// sockets is even on average, not connection by connection, and under
 /// connection churn the loads drift apart by a few and back all the time.
-pub fn serving_worker(loads: &[usize], me: usize) -> usize {
+fn serving_worker(loads: &[usize], me: usize) -> usize {
     let Some((least_index, &least)) = loads.iter().enumerate().min_by_key(|(_, l)| **l) else {
         return me;
     };
@@ -102,6 +98,11 @@ pub fn serving_worker(loads: &[usize], me: usize) -> usize {
         Some(&mine) if mine <= least + slack => me,
         _ => least_index,
     }
+}
+
+/// Each worker's connections, now.
+fn snapshot(loads: &[Arc<AtomicUsize>]) -> Vec<usize> {
+    loads.iter().map(|l| l.load(Ordering::Relaxed)).collect()
 }
 
 /// Queues `socket` in a worker's inbox, counted against its load.
@@ -211,11 +212,7 @@ impl Workers {
 
     /// Hands a connection to the worker with the fewest.
     pub fn dispatch(&self, socket: StdTcpStream) {
-        let loads: Vec<usize> = self
-            .loads
-            .iter()
-            .map(|l| l.load(Ordering::Relaxed))
-            .collect();
+        let loads = snapshot(&self.loads);
         let Some(target) = (0..loads.len()).min_by_key(|&i| loads[i]) else {
             return;
         };
