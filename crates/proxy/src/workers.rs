@@ -66,7 +66,7 @@ impl Placement {
     /// The connection back if this worker is to serve it; otherwise it is
     /// handed to the worker with the fewest (dropped if the workers are
     /// shutting down) and `None` comes back.
-    fn hand_over(&self, client: TcpStream) -> Option<TcpStream> {
+    fn keep_or_hand_over(&self, client: TcpStream) -> Option<TcpStream> {
         let target = serving_worker(&snapshot(&self.loads), self.me);
         if target == self.me {
             return Some(client);
@@ -247,7 +247,7 @@ fn accept_on<F, Fut>(
         listener,
         Arc::clone(&shared),
         move |client| {
-            if let Some(client) = placement.hand_over(client) {
+            if let Some(client) = placement.keep_or_hand_over(client) {
                 tokio::spawn(serve(Arc::clone(&shared), client, Load::count(&load)));
             }
         },

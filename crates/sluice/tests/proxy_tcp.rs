@@ -133,7 +133,8 @@ fn evicted_tcp_connection_gets_a_fin_not_a_reset() {
 }
 
 /// Each worker accepts on its own socket of an `SO_REUSEPORT` group; many
-/// connections at once are all served, over every worker.
+/// connections at once are all served (a socket of the group that no worker
+/// polled would leave the connections the kernel gave it unanswered).
 #[test]
 fn connections_at_once_are_all_served_by_three_workers() {
     let proxy = Proxy::start(
