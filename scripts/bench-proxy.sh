@@ -81,13 +81,18 @@ declare -A port=(
   [sluice-http]=$(free_port) [haproxy-http]=$(free_port)
 )
 
+# multi_accept: without it nginx takes one new connection per pass of its event
+# loop. A proxy that dials nginx on a client's first request (HTTP mode, both
+# proxies) then opens its 5,000 while nginx is already busy serving, and their
+# first requests waited up to 2 s in nginx's backlog: rounds of a 1 s p99 that
+# measured nginx's accept, not the proxy (docs/benchmarks.md).
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
 worker_rlimit_nofile 20000;
 daemon off;
 pid $work/nginx.pid;
 error_log $work/nginx.err warn;
-events { worker_connections 19000; }
+events { worker_connections 19000; multi_accept on; }
 http {
   access_log off;
   keepalive_requests 100000000;
